@@ -1,0 +1,5 @@
+"""`python -m voicefallback`."""
+
+from voicefallback.cli import main
+
+main()

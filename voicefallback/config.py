@@ -1,0 +1,319 @@
+"""Where files live, and models.toml turned into a frozen, validated registry."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from voicefallback.errors import ConfigError, InputError
+from voicefallback.records import ERROR_KINDS
+
+APP_NAME = "voicefallback"
+CONFIG_ENV = "VOICEFALLBACK_CONFIG"
+DB_ENV = "VOICEFALLBACK_DB"
+MODE_ENV = "VOICEFALLBACK_MODE"
+MODES = ("stub", "live")
+PROVIDER_TYPES = ("openai", "anthropic")
+MAX_CONFIG_BYTES = 1024 * 1024  # a registry is a few KB; refuse to parse a huge file
+
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Model names are what the API wants: letters, digits and . _ - / : @ + (no spaces, no control).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/:@+]*\Z")
+MAX_MODEL_ID = 200
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The health settings; global in [settings], overridable per model."""
+
+    timeout_s: float = 10.0
+    ttft_budget_ms: int = 1500
+    stale_after_s: float = 300.0
+    fail_after: int = 1
+    recover_after: int = 2
+    history_days: float = 30.0
+
+
+_THRESHOLD_KEYS = {f.name: f.type for f in fields(Thresholds)}
+_INTEGER_KEYS = {"ttft_budget_ms", "fail_after", "recover_after"}
+
+
+@dataclass(frozen=True)
+class Stub:
+    """What the stub adapter answers for a model."""
+
+    latency_ms: int = 100
+    ttft_ms: int | None = None  # defaults to latency_ms
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    type: str
+    api_key_env: str | None = None
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    provider: Provider
+    name: str  # the model name sent to the API
+    thresholds: Thresholds
+    stub: Stub = field(default_factory=Stub)
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    mode: str
+    defaults: Thresholds
+    providers: Mapping[str, Provider]
+    models: tuple[Model, ...]
+
+    def get(self, model_id: str) -> Model | None:
+        for model in self.models:
+            if model.id == model_id:
+                return model
+        return None
+
+    def require(self, model_id: str, where: str) -> Model:
+        model = self.get(model_id)
+        if model is None:
+            raise InputError(
+                f"{where}: unknown model {model_id!r}; registered in {self.path}: "
+                + ", ".join(m.id for m in self.models)
+            )
+        return model
+
+    def key_env_names(self) -> list[str]:
+        return [p.api_key_env for p in self.providers.values() if p.api_key_env]
+
+
+# -- paths ------------------------------------------------------------------
+
+
+def user_config_dir() -> Path:
+    if sys.platform.startswith("linux") or os.name == "posix" and sys.platform != "darwin":
+        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        return Path(base) / APP_NAME
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP_NAME
+    return Path(os.environ.get("APPDATA") or Path.home()) / APP_NAME
+
+
+def user_state_dir() -> Path:
+    if sys.platform == "darwin" or os.name != "posix":
+        return user_config_dir()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / APP_NAME
+
+
+def config_path(option: Path | None) -> Path:
+    """--config beats VOICEFALLBACK_CONFIG beats ./models.toml beats the user config dir."""
+    if option is not None:
+        return option
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path("models.toml")
+    if local.is_file():
+        return local
+    return user_config_dir() / "models.toml"
+
+
+def db_path(option: Path | None) -> Path:
+    """--db beats VOICEFALLBACK_DB beats the user state dir."""
+    if option is not None:
+        return option
+    if os.environ.get(DB_ENV):
+        return Path(os.environ[DB_ENV])
+    return user_state_dir() / "state.db"
+
+
+def resolve_mode(option: str | None, registry: Registry) -> str:
+    """--mode beats VOICEFALLBACK_MODE beats settings.mode."""
+    if option is not None:
+        value, where = option, "--mode"
+    elif os.environ.get(MODE_ENV):
+        value, where = os.environ[MODE_ENV], MODE_ENV
+    else:
+        return registry.mode
+    if value not in MODES:
+        raise InputError(f"{where}: mode must be 'stub' or 'live', got {value!r}")
+    return value
+
+
+# -- parsing ----------------------------------------------------------------
+
+
+def load_registry(path: Path) -> Registry:
+    """Read and validate models.toml completely; raise ConfigError naming what is wrong."""
+    where = str(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{where}: no such file; pass --config, set {CONFIG_ENV}, "
+            "or run `voicefallback init` to write a starter models.toml"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{where}: is a directory, expected a models.toml file") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: larger than {MAX_CONFIG_BYTES // 1024} KiB, refusing to parse")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: invalid TOML: nested too deeply") from None
+    return _build_registry(path, data)
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"{where}: unknown key {key!r}; expected one of {', '.join(sorted(allowed))}")
+
+
+def _table(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table, got {_type_name(value)}")
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+
+
+def _threshold(key: str, value: Any, where: str) -> float | int:
+    integer = key in _INTEGER_KEYS
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+        integer and not isinstance(value, int)
+    ):
+        expected = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{where}: {key} must be {expected}, got {_type_name(value)}")
+    if not math.isfinite(value) or value <= 0:
+        expected = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _thresholds(table: Mapping[str, Any], base: Thresholds, where: str) -> Thresholds:
+    changes = {k: _threshold(k, v, where) for k, v in table.items() if k in _THRESHOLD_KEYS}
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
+    where = str(path)
+    _check_keys(data, {"settings", "providers", "models"}, where)
+
+    settings = _table(data.get("settings", {}), f"{where}: [settings]")
+    _check_keys(settings, set(_THRESHOLD_KEYS) | {"mode"}, f"{where}: [settings]")
+    mode = settings.get("mode", "stub")
+    if mode not in MODES:
+        raise ConfigError(f"{where}: [settings] mode must be 'stub' or 'live', got {mode!r}")
+    defaults = _thresholds(settings, Thresholds(), f"{where}: [settings]")
+
+    providers: dict[str, Provider] = {}
+    for name, value in _table(data.get("providers", {}), f"{where}: [providers]").items():
+        at = f"{where}: [providers.{name}]"
+        if not _PROVIDER_NAME.match(name):
+            raise ConfigError(f"{at}: provider name must be letters, digits, '.', '_' or '-'")
+        table = _table(value, at)
+        _check_keys(table, {"type", "api_key_env", "base_url"}, at)
+        kind = table.get("type")
+        if kind not in PROVIDER_TYPES:
+            raise ConfigError(f"{at}: type must be 'openai' or 'anthropic', got {kind!r}")
+        key_env = table.get("api_key_env")
+        if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+            raise ConfigError(f"{at}: api_key_env must name an environment variable, got {key_env!r}")
+        base_url = table.get("base_url")
+        if base_url is not None and (
+            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
+        ):
+            raise ConfigError(f"{at}: base_url must be an http(s) URL, got {base_url!r}")
+        providers[name] = Provider(name=name, type=kind, api_key_env=key_env, base_url=base_url)
+
+    raw_models = data.get("models", [])
+    if not isinstance(raw_models, list):
+        raise ConfigError(f"{where}: models must be an array of tables ([[models]])")
+    if not raw_models:
+        raise ConfigError(f"{where}: no models declared; add at least one [[models]] table")
+    models: list[Model] = []
+    seen: set[str] = set()
+    for index, value in enumerate(raw_models, start=1):
+        at = f"{where}: models[{index}]"
+        table = _table(value, at)
+        model_id = table.get("id")
+        if not isinstance(model_id, str):
+            raise ConfigError(f"{at}: id must be a string \"PROVIDER:MODEL\", got {_type_name(model_id)}")
+        at = f"{where}: model {model_id!r}"
+        _check_keys(table, {"id", "stub"} | (set(_THRESHOLD_KEYS)), at)
+        provider_name, name = split_model_id(model_id, at, ConfigError)
+        provider = providers.get(provider_name)
+        if provider is None:
+            raise ConfigError(
+                f"{at}: provider {provider_name!r} is not declared; add [providers.{provider_name}]"
+            )
+        if model_id in seen:
+            raise ConfigError(f"{at}: duplicate model id")
+        seen.add(model_id)
+        models.append(
+            Model(
+                id=model_id,
+                provider=provider,
+                name=name,
+                thresholds=_thresholds(table, defaults, at),
+                stub=_stub(table.get("stub", {}), f"{at}: stub"),
+            )
+        )
+    return Registry(path=path, mode=mode, defaults=defaults, providers=providers, models=tuple(models))
+
+
+def _stub(value: Any, where: str) -> Stub:
+    table = _table(value, where)
+    _check_keys(table, {"latency_ms", "ttft_ms", "error"}, where)
+    latency = table.get("latency_ms", Stub.latency_ms)
+    ttft = table.get("ttft_ms")
+    for key, number in (("latency_ms", latency), ("ttft_ms", ttft)):
+        if number is not None and (
+            isinstance(number, bool) or not isinstance(number, int) or number < 0
+        ):
+            raise ConfigError(f"{where}: {key} must be a non-negative integer, got {number!r}")
+    error = table.get("error")
+    if error is not None and error not in ERROR_KINDS:
+        raise ConfigError(f"{where}: error must be one of {', '.join(ERROR_KINDS)}, got {error!r}")
+    return Stub(latency_ms=latency, ttft_ms=ttft, error=error)
+
+
+def split_model_id(
+    model_id: str, where: str, error: type[ConfigError] | type[InputError] = InputError
+) -> tuple[str, str]:
+    """Split "PROVIDER:MODEL" on the first colon, refusing malformed ids."""
+    provider, sep, name = model_id.partition(":")
+    if len(model_id) > MAX_MODEL_ID:
+        raise error(f"{where}: model id longer than {MAX_MODEL_ID} characters")
+    if not sep or not provider or not name:
+        raise error(f"{where}: model id {model_id!r} must look like \"PROVIDER:MODEL\"")
+    if not _PROVIDER_NAME.match(provider) or not _MODEL_NAME.match(name):
+        raise error(
+            f"{where}: model id {model_id!r} may hold only letters, digits and . _ - / : @ +"
+        )
+    return provider, name

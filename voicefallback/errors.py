@@ -1,0 +1,27 @@
+"""Domain exceptions; each carries the exit code the CLI turns it into."""
+
+from __future__ import annotations
+
+
+class VoicefallbackError(Exception):
+    """Base class: a problem the user can fix, reported as one line."""
+
+    exit_code = 2
+
+
+class ConfigError(VoicefallbackError):
+    """models.toml is missing, unreadable or invalid."""
+
+
+class InputError(VoicefallbackError):
+    """A command-line option or request body is invalid."""
+
+
+class StateError(VoicefallbackError):
+    """The state file cannot be used (not ours, too new, not writable, ...)."""
+
+
+class NoModelAvailable(VoicefallbackError):
+    """`start` found no candidate it could start a session on."""
+
+    exit_code = 1

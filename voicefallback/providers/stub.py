@@ -1,0 +1,53 @@
+"""Deterministic fake calls driven by each model's `stub` table: no network, no SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from voicefallback.config import Model
+from voicefallback.records import ProbeResult, utcnow
+
+_MESSAGES = {
+    "timeout": "stub: no answer within timeout",
+    "connection": "stub: connection refused",
+    "rate_limited": "stub: HTTP 429 rate limited",
+    "overloaded": "stub: HTTP 529 overloaded",
+    "server_error": "stub: HTTP 500 internal error",
+    "auth": "stub: HTTP 401 invalid API key",
+    "not_found": "stub: HTTP 404 model not found",
+    "bad_request": "stub: HTTP 400 bad request",
+    "bad_response": "stub: stream ended early",
+    "missing_key": "stub: API key variable is not set",
+}
+_STATUS = {"rate_limited": 429, "overloaded": 529, "server_error": 500, "auth": 401,
+           "not_found": 404, "bad_request": 400}
+
+
+class StubAdapter:
+    """Reports the configured figures without sleeping, so stub runs are instant."""
+
+    def probe(self, model: Model) -> ProbeResult:
+        return self._call(model, "probe", None)
+
+    def open_session(self, model: Model, request: Mapping[str, Any]) -> ProbeResult:
+        line = f"Hello, I'm your interviewer for {request.get('simulationId', 'this session')}."
+        return self._call(model, "start", line)
+
+    def _call(self, model: Model, kind: str, text: str | None) -> ProbeResult:
+        stub = model.stub
+        ttft = stub.ttft_ms if stub.ttft_ms is not None else stub.latency_ms
+        latency = max(stub.latency_ms, ttft)
+        if stub.error:
+            return ProbeResult(
+                model=model.id, ok=False, at=utcnow(), latency_ms=latency, error=stub.error,
+                message=_MESSAGES[stub.error], http_status=_STATUS.get(stub.error),
+                stub=True, kind=kind,
+            )
+        return ProbeResult(
+            model=model.id, ok=True, at=utcnow(), latency_ms=latency, ttft_ms=ttft,
+            stub=True, kind=kind, text=text,
+        )
+
+    def close(self) -> None:
+        pass

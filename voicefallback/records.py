@@ -1,0 +1,113 @@
+"""Plain data passed between providers, health, selection and the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+# SPEC "Health": every failure is one of these kinds.
+ERROR_KINDS = (
+    "timeout",
+    "connection",
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "auth",
+    "not_found",
+    "bad_request",
+    "bad_response",
+    "missing_key",
+)
+# A latest failure of one of these kinds means "fix the config", not "wait".
+MISCONFIG_KINDS = frozenset({"auth", "not_found", "bad_request", "missing_key"})
+
+STATUSES = ("healthy", "slow", "unhealthy", "misconfigured", "stale", "unknown")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 UTC with milliseconds and a trailing Z; fixed width, so it sorts."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
+        f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse an ISO-8601 time; a time without an offset is taken as UTC."""
+    moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One call to a model: a probe, or the opening call of a session."""
+
+    model: str
+    ok: bool
+    at: datetime
+    latency_ms: int | None = None
+    ttft_ms: int | None = None
+    error: str | None = None  # one of ERROR_KINDS when not ok
+    message: str | None = None  # provider's message, already redacted
+    http_status: int | None = None
+    retry_after_s: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    stub: bool = False
+    kind: str = "probe"  # "probe" or "start": what made the call
+    text: str | None = None  # visible text the model produced (opening line)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The latest health facts about one model, updated by every probe."""
+
+    model: str
+    last_checked_at: datetime
+    ok: bool  # latest call succeeded
+    latency_ms: int | None
+    ttft_ms: int | None
+    last_error: str | None
+    consecutive_failures: int
+    consecutive_successes: int
+    failing: bool  # entered the unhealthy state and has not recovered yet
+    has_success: bool
+    success_latency_ms: int | None  # figures of the latest successful call
+    success_ttft_ms: int | None
+    stub: bool
+    status_since: datetime | None = None
+    last_status: str | None = None  # status as judged when this snapshot was written
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model passed over by `start`, and why."""
+
+    model: str
+    status: str
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"model": self.model, "status": self.status, "error": self.error}
+
+
+@dataclass(frozen=True)
+class FallbackEvent:
+    """`start` did not start on its primary, or could not start at all."""
+
+    uid: str  # unique per event, so a retried write never duplicates it
+    at: datetime
+    simulation_id: str
+    primary: str
+    chosen: str | None
+    reason: str
+    fallback_source: str | None
+    candidates: list[Candidate] = field(default_factory=list)
+    error: str | None = None
+    id: int | None = None  # assigned by the store

@@ -1,0 +1,195 @@
+"""`start`: pick a model for a voice session, make its opening call, record why."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from voicefallback.config import Registry
+from voicefallback.errors import InputError
+from voicefallback.health import apply_probe, needs_probe, status_of
+from voicefallback.providers import Adapters
+from voicefallback.records import Candidate, FallbackEvent, ProbeResult, Snapshot, utcnow
+from voicefallback.selection import candidate_order, choose_model, fallback_reason
+from voicefallback.store import Store
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    simulation_id: str
+    primary: str
+    fallbacks: tuple[str, ...]
+    config: Mapping[str, Any]  # the whole request body; reaches the opening call
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    request: StartRequest
+    chosen: str | None
+    fallback_source: str | None
+    reason: str | None
+    agent: ProbeResult | None
+    event: FallbackEvent | None
+    candidates: list[Candidate]
+    error: str | None
+
+    @property
+    def used_fallback(self) -> bool:
+        return self.chosen is not None and self.chosen != self.request.primary
+
+
+MAX_SIMULATION_ID = 256
+MAX_BODY_BYTES = 256 * 1024  # the old service's bodies are a few hundred bytes
+
+
+def parse_body(text: str, where: str) -> dict[str, Any]:
+    """The old service's JSON request body: one object, no duplicate keys, no NaN."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
+        raise InputError(f"{where}: body larger than {MAX_BODY_BYTES // 1024} KiB")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise InputError(f"{where}: duplicate key {key!r} in JSON body")
+            result[key] = value
+        return result
+
+    def no_constants(name: str) -> Any:
+        raise InputError(f"{where}: {name} is not valid JSON")
+
+    try:
+        body = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(body, dict):
+        raise InputError(f"{where}: JSON body must be an object, got {type(body).__name__}")
+    return body
+
+
+def build_request(
+    body: Mapping[str, Any],
+    simulation_id: str | None,
+    primary: str | None,
+    fallbacks: list[str] | None,
+    where: str = "--body",
+) -> StartRequest:
+    """Options given beside --body override the body's keys."""
+    config = dict(body)
+    if simulation_id is not None:
+        config["simulationId"] = simulation_id
+    if primary is not None:
+        config["primary"] = primary
+    if fallbacks:
+        config["fallbacks"] = list(fallbacks)
+    sim = config.get("simulationId")
+    if sim is None:
+        raise InputError("--simulation-id: required (or simulationId in --body)")
+    if not isinstance(sim, str) or not sim.strip():
+        raise InputError(f"{where}: simulationId must be a non-empty string")
+    if len(sim) > MAX_SIMULATION_ID or any(ord(ch) < 32 or ord(ch) == 127 for ch in sim):
+        raise InputError(
+            f"simulation id: at most {MAX_SIMULATION_ID} printable characters"
+            f" (got {len(sim)} characters)"
+        )
+    first = config.get("primary")
+    if first is None:
+        raise InputError("--primary: required (or primary in --body)")
+    if not isinstance(first, str):
+        raise InputError(f"{where}: primary must be a model id string")
+    others = config.get("fallbacks", [])
+    if others is None:
+        others = []
+    if not isinstance(others, list) or not all(isinstance(m, str) for m in others):
+        raise InputError(f"{where}: fallbacks must be an array of model id strings")
+    config["fallbacks"] = others
+    return StartRequest(sim, first, tuple(others), config)
+
+
+def validate_request(registry: Registry, request: StartRequest) -> None:
+    """Every named model must be registered (raises InputError, exit 2)."""
+    registry.require(request.primary, "--primary")
+    for model in request.fallbacks:
+        registry.require(model, "--fallback")
+
+
+def start_session(
+    registry: Registry,
+    db: Path,
+    mode: str,
+    request: StartRequest,
+    clock: Callable[[], datetime] = utcnow,
+) -> StartOutcome:
+    validate_request(registry, request)
+    order, source = candidate_order(
+        request.primary, request.fallbacks, [m.id for m in registry.models]
+    )
+    with Store.open(db, write=True) as store, Adapters(mode) as adapters:
+        snapshots: dict[str, Snapshot | None] = dict(store.snapshots(order))
+        calls: list[ProbeResult] = []
+        agent: list[ProbeResult] = []
+
+        def remember(result: ProbeResult) -> Candidate:
+            model = registry.require(result.model, "start")
+            snapshot = apply_probe(snapshots.get(result.model), result, model.thresholds)
+            snapshots[result.model] = snapshot
+            calls.append(result)
+            return Candidate(result.model, status_of(snapshot, model.thresholds, clock()),
+                             result.error)
+
+        def judge(model_id: str) -> Candidate:
+            model = registry.require(model_id, "start")
+            snapshot = snapshots.get(model_id)
+            status = status_of(snapshot, model.thresholds, clock())
+            if needs_probe(status):
+                return remember(adapters.for_model(model).probe(model))
+            return Candidate(model_id, status, None if snapshot is None else snapshot.last_error)
+
+        def open_call(model_id: str) -> Candidate | None:
+            model = registry.require(model_id, "start")
+            result = adapters.for_model(model).open_session(model, request.config)
+            verdict = remember(result)
+            if result.ok:
+                agent.append(result)
+                return None
+            return verdict
+
+        choice = choose_model(order, judge, open_call)
+        reason = fallback_reason(request.primary, choice)
+        event = None
+        error = None
+        if choice.chosen is None:
+            error = "no model could be started: " + ", ".join(
+                f"{c.model} {c.status}" + (f" ({c.error})" if c.error else "")
+                for c in choice.passed_over
+            )
+        if reason is not None:
+            event = FallbackEvent(
+                uid=uuid.uuid4().hex,
+                at=clock(),
+                simulation_id=request.simulation_id,
+                primary=request.primary,
+                chosen=choice.chosen,
+                reason=reason,
+                fallback_source=source,
+                candidates=choice.passed_over,
+                error=error,
+            )
+        store.record(calls, {m.id: m.thresholds for m in registry.models}, event)
+    return StartOutcome(
+        request=request,
+        chosen=choice.chosen,
+        fallback_source=source if choice.chosen != request.primary else None,
+        reason=reason,
+        agent=agent[0] if agent else None,
+        event=event,
+        candidates=choice.passed_over,
+        error=error,
+    )

@@ -1,0 +1,446 @@
+"""The SQLite state file: opening it safely, migrations, and every read and write.
+
+All SQL lives here. Writes are short `BEGIN IMMEDIATE` transactions made after any
+provider call has finished, so many processes can share one file. The schema is built
+by numbered migrations (through sqlite-utils); hot reads and writes are plain SQL so
+read-only commands do not pay for importing sqlite-utils.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from voicefallback.config import Thresholds
+from voicefallback.errors import StateError
+from voicefallback.health import apply_probe
+from voicefallback.records import (
+    Candidate,
+    FallbackEvent,
+    ProbeResult,
+    Snapshot,
+    iso,
+    parse_iso,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    import sqlite_utils
+
+APPLICATION_ID = 0x56464231  # "VFB1": marks a state file as ours
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_S = 10.0  # SQLite's own wait for a lock, per attempt
+WRITE_DEADLINE_S = 60.0  # then we retry with jitter until this much time has passed
+
+
+# -- migrations: append only, never edit one that has shipped -------------------------
+
+
+def _m001_initial(db: sqlite_utils.Database) -> None:
+    db["probes"].create(
+        {
+            "id": int,
+            "model": str,
+            "at": str,
+            "kind": str,
+            "ok": int,
+            "latency_ms": int,
+            "ttft_ms": int,
+            "error": str,
+            "message": str,
+            "http_status": int,
+            "retry_after_s": float,
+            "input_tokens": int,
+            "output_tokens": int,
+            "stub": int,
+        },
+        pk="id",
+        not_null={"model", "at", "kind", "ok", "stub"},
+    )
+    db["probes"].create_index(["model", "at"], index_name="probes_model_at")
+    db["probes"].create_index(["at"], index_name="probes_at")
+    db["snapshots"].create(
+        {
+            "model": str,
+            "last_checked_at": str,
+            "ok": int,
+            "latency_ms": int,
+            "ttft_ms": int,
+            "last_error": str,
+            "consecutive_failures": int,
+            "consecutive_successes": int,
+            "failing": int,
+            "has_success": int,
+            "success_latency_ms": int,
+            "success_ttft_ms": int,
+            "stub": int,
+            "status_since": str,
+            "last_status": str,
+        },
+        pk="model",
+    )
+    db["events"].create(
+        {
+            "id": int,
+            "uid": str,
+            "at": str,
+            "simulation_id": str,
+            "primary_model": str,
+            "chosen": str,
+            "reason": str,
+            "fallback_source": str,
+            "candidates": str,  # JSON array of {model, status, error}
+            "error": str,
+        },
+        pk="id",
+        not_null={"uid", "at", "simulation_id", "primary_model", "reason", "candidates"},
+    )
+    db["events"].create_index(["uid"], unique=True, index_name="events_uid")
+    db["events"].create_index(["simulation_id", "id"], index_name="events_simulation")
+    db["events"].create_index(["at"], index_name="events_at")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m001_initial,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# -- opening ----------------------------------------------------------------------------
+
+
+class Store:
+    """The state file. Reading a missing file behaves as empty state and creates nothing."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection | None) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, write: bool) -> Store:
+        path = Path(path)
+        if not write:
+            if not path.exists():
+                return cls(path, None)
+            _check_header(path)
+            return cls(path, _connect(path, readonly=True))
+        _create_file(path)
+        _check_header(path)
+        conn = _connect(path, readonly=False)
+        store = cls(path, conn)
+        try:
+            store._prepare_for_writing()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _prepare_for_writing(self) -> None:
+        conn = self._require_conn()
+        with self._guard("open"):
+            if _user_version(conn) == SCHEMA_VERSION:
+                return
+            # WAL lets readers work while one process writes; it persists in the file.
+            conn.execute("PRAGMA journal_mode=WAL")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        import sqlite_utils
+
+        conn = self._require_conn()
+        db = sqlite_utils.Database(conn)
+        # Many processes may open a new file at once: the version is re-read under the
+        # write lock, so each migration runs exactly once.
+        with self._write():
+            version = _user_version(conn)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS migrations (number INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            for number, migration in enumerate(MIGRATIONS, start=1):
+                if number > version:
+                    migration(db)
+                    conn.execute(
+                        "INSERT INTO migrations (number, name, applied_at) VALUES (?, ?, ?)",
+                        (number, migration.__name__.lstrip("_"), iso(utcnow())),
+                    )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- writes -------------------------------------------------------------------------
+
+    def record(
+        self,
+        results: Iterable[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None = None,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Write calls (history rows + snapshots) and an optional event in one transaction."""
+        results = list(results)
+        conn = self._require_conn()
+        with self._write():
+            updated = []
+            for result in results:
+                previous = self._snapshot(conn, result.model)
+                snapshot = apply_probe(previous, result, limits[result.model])
+                conn.execute(
+                    "INSERT INTO probes (model, at, kind, ok, latency_ms, ttft_ms, error, message,"
+                    " http_status, retry_after_s, input_tokens, output_tokens, stub)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        result.model, iso(result.at), result.kind, int(result.ok),
+                        result.latency_ms, result.ttft_ms, result.error, result.message,
+                        result.http_status, result.retry_after_s, result.input_tokens,
+                        result.output_tokens, int(result.stub),
+                    ),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO snapshots (model, last_checked_at, ok, latency_ms,"
+                    " ttft_ms, last_error, consecutive_failures, consecutive_successes, failing,"
+                    " has_success, success_latency_ms, success_ttft_ms, stub, status_since,"
+                    " last_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        snapshot.model, iso(snapshot.last_checked_at), int(snapshot.ok),
+                        snapshot.latency_ms, snapshot.ttft_ms, snapshot.last_error,
+                        snapshot.consecutive_failures, snapshot.consecutive_successes,
+                        int(snapshot.failing), int(snapshot.has_success),
+                        snapshot.success_latency_ms, snapshot.success_ttft_ms,
+                        int(snapshot.stub),
+                        iso(snapshot.status_since) if snapshot.status_since else None,
+                        snapshot.last_status,
+                    ),
+                )
+                updated.append((result, snapshot))
+            if event is not None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO events (uid, at, simulation_id, primary_model, chosen,"
+                    " reason, fallback_source, candidates, error)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        event.uid, iso(event.at), event.simulation_id, event.primary,
+                        event.chosen, event.reason, event.fallback_source,
+                        json.dumps([c.as_json() for c in event.candidates]), event.error,
+                    ),
+                )
+        return updated
+
+    # -- reads --------------------------------------------------------------------------
+
+    def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]:
+        if self._conn is None:
+            return {}
+        with self._guard("read"):
+            rows = self._conn.execute("SELECT * FROM snapshots").fetchall()
+        wanted = set(models) if models is not None else None
+        return {
+            row["model"]: _snapshot_from_row(row)
+            for row in rows
+            if wanted is None or row["model"] in wanted
+        }
+
+    def events(
+        self,
+        simulation_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[FallbackEvent]:
+        """Fallback events, newest first."""
+        if self._conn is None:
+            return []
+        where, params = [], []  # type: ignore[var-annotated]
+        if simulation_id is not None:
+            where.append("simulation_id = ?")
+            params.append(simulation_id)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(iso(since))
+        sql = "SELECT * FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._guard("read"):
+            rows = self._conn.execute(sql, params).fetchall()
+        return [_event_from_row(row) for row in rows]
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def _require_conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StateError(f"{self.path}: state file is not open for writing")
+        return self._conn
+
+    @staticmethod
+    def _snapshot(conn: sqlite3.Connection, model: str) -> Snapshot | None:
+        row = conn.execute("SELECT * FROM snapshots WHERE model = ?", (model,)).fetchone()
+        return _snapshot_from_row(row) if row else None
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction, retried whole while another writer holds the lock."""
+        conn = self._require_conn()
+        deadline = time.monotonic() + WRITE_DEADLINE_S
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise _state_error(self.path, exc, "write") from None
+                time.sleep(random.uniform(0.005, 0.05))
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _state_error(self.path, exc, "write") from None
+            raise
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _state_error(self.path, exc, action) from None
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    """Check the file is ours and not from a newer version; return its schema version."""
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    if application_id == 0 and version == 0:
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables:
+            raise StateError(f"{path}: not a voicefallback state file (an unrelated SQLite database)")
+        return 0
+    if application_id != APPLICATION_ID:
+        raise StateError(f"{path}: not a voicefallback state file (application id {application_id})")
+    if version > SCHEMA_VERSION:
+        raise StateError(
+            f"{path}: written by a newer voicefallback (schema {version}, this one knows"
+            f" {SCHEMA_VERSION}); upgrade voicefallback to use it"
+        )
+    return int(version)
+
+
+def _create_file(path: Path) -> None:
+    """Create the directory (0700) and an empty file (0600) with their final modes."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state file: {exc.strerror}") from None
+    os.close(fd)
+
+
+def _check_header(path: Path) -> None:
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except IsADirectoryError:
+        raise StateError(f"{path}: is a directory, expected a state file") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read state file: {exc.strerror}") from None
+    if header and header != SQLITE_HEADER:
+        raise StateError(f"{path}: not a voicefallback state file (not SQLite)")
+
+
+def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+            )
+        else:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        # Readers check the file before anything else touches it.
+        if readonly:
+            _user_version(conn)
+        else:
+            conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL: consistent after a crash
+    except sqlite3.Error as exc:
+        raise _state_error(path, exc, "open") from None
+    return conn
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _state_error(path: Path, exc: sqlite3.Error, action: str) -> StateError:
+    text = str(exc)
+    lowered = text.lower()
+    if "not a database" in lowered or "file is encrypted" in lowered:
+        return StateError(f"{path}: not a voicefallback state file (not SQLite)")
+    if "readonly" in lowered or "read-only" in lowered:
+        return StateError(f"{path}: state file is not writable")
+    if "unable to open" in lowered:
+        return StateError(f"{path}: cannot open state file (check the path and permissions)")
+    if "disk is full" in lowered or "full" in lowered:
+        return StateError(f"{path}: disk full while writing; nothing was written")
+    if "malformed" in lowered or "corrupt" in lowered:
+        return StateError(f"{path}: state file is corrupt ({text})")
+    return StateError(f"{path}: cannot {action} state file: {text}")
+
+
+def _snapshot_from_row(row: sqlite3.Row) -> Snapshot:
+    return Snapshot(
+        model=row["model"],
+        last_checked_at=parse_iso(row["last_checked_at"]),
+        ok=bool(row["ok"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        last_error=row["last_error"],
+        consecutive_failures=row["consecutive_failures"],
+        consecutive_successes=row["consecutive_successes"],
+        failing=bool(row["failing"]),
+        has_success=bool(row["has_success"]),
+        success_latency_ms=row["success_latency_ms"],
+        success_ttft_ms=row["success_ttft_ms"],
+        stub=bool(row["stub"]),
+        status_since=parse_iso(row["status_since"]) if row["status_since"] else None,
+        last_status=row["last_status"],
+    )
+
+
+def _event_from_row(row: sqlite3.Row) -> FallbackEvent:
+    candidates: list[Any] = json.loads(row["candidates"])
+    return FallbackEvent(
+        id=row["id"],
+        uid=row["uid"],
+        at=parse_iso(row["at"]),
+        simulation_id=row["simulation_id"],
+        primary=row["primary_model"],
+        chosen=row["chosen"],
+        reason=row["reason"],
+        fallback_source=row["fallback_source"],
+        candidates=[Candidate(c["model"], c["status"], c.get("error")) for c in candidates],
+        error=row["error"],
+    )
