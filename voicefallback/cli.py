@@ -293,4 +293,16 @@ def fallbacks(
 
 
 def main() -> None:
-    app(prog_name="voicefallback")
+    """Entry point: usage errors become one line on stderr (exit 2), like domain errors."""
+    try:
+        code = app(prog_name="voicefallback", standalone_mode=False)
+    except typer.Abort:
+        code = 130
+    except Exception as exc:
+        # Typer's bundled Click raises its UsageError family here; the rest are bugs.
+        if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
+            raise
+        command = getattr(getattr(exc, "ctx", None), "command_path", "voicefallback")
+        print_error(f"{command}: {exc.format_message()}")
+        code = exc.exit_code
+    sys.exit(code or 0)

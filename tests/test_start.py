@@ -1,0 +1,139 @@
+"""`start` through the CLI: just-in-time probes, failures, request bodies, bad input."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+
+SONNET = "anthropic:claude-3-5-sonnet-latest"
+HEAD = """
+[settings]
+mode = "stub"
+[providers.p]
+type = "openai"
+api_key_env = "P_KEY"
+"""
+
+
+def count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_unknown_candidates_are_probed_just_in_time(cli, db_file):
+    result = cli("start", "--simulation-id", "s", "--primary", "openai:gpt-4o", "--json")
+    assert result.exit_code == 0
+    with sqlite3.connect(db_file) as conn:
+        calls = conn.execute("SELECT model, kind FROM probes ORDER BY id").fetchall()
+    assert calls == [("openai:gpt-4o", "probe"), ("openai:gpt-4o", "start")]
+    # Fresh evidence is reused: a second start makes only the opening call.
+    cli("start", "--simulation-id", "s2", "--primary", "openai:gpt-4o")
+    assert count(db_file, "probes") == 3
+
+
+def test_caller_fallbacks_none_healthy_exits_1_and_records_the_event(cli, db_file):
+    write_config(Path("models.toml"), HEAD + """
+[[models]]
+id = "p:a"
+stub = { error = "overloaded" }
+[[models]]
+id = "p:b"
+stub = { error = "auth" }
+[[models]]
+id = "p:c"
+""")
+    result = cli("start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:a",
+                 "--fallback", "p:b", "--json")
+    assert result.exit_code == 1
+    doc = result.json
+    assert doc["chosen"] is None and doc["usedFallback"] is False and doc["agent"] is None
+    assert doc["reason"] == "primary_unhealthy"
+    assert doc["candidates"] == [
+        {"model": "p:a", "status": "unhealthy", "error": "overloaded"},
+        {"model": "p:b", "status": "misconfigured", "error": "auth"},
+    ]
+    assert "\n" not in doc["error"] and "p:a" in doc["error"]
+    assert result.stderr.count("\n") == 1
+    events = cli("fallbacks", "--json").json["events"]
+    assert len(events) == 1 and events[0]["chosen"] is None and events[0]["fallbackSource"] == "caller"
+
+
+def test_slow_models_are_a_last_resort(cli):
+    write_config(Path("models.toml"), HEAD + """
+[settings.x]
+[[models]]
+id = "p:down"
+stub = { error = "timeout" }
+[[models]]
+id = "p:slow"
+stub = { latency_ms = 3000, ttft_ms = 2500 }
+[[models]]
+id = "p:fast"
+stub = { latency_ms = 300 }
+""".replace("[settings.x]\n", ""))
+    auto = cli("start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down", "--json")
+    assert auto.json["chosen"] == "p:fast"
+    last = cli("start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down",
+               "--fallback", "p:slow", "--json")
+    assert last.exit_code == 0 and last.json["chosen"] == "p:slow"
+
+
+def test_body_reaches_the_opening_call_and_options_override_it(cli, tmp_path):
+    body = {"simulationId": "from-body", "primary": SONNET, "candidate": {"name": "Ada"}}
+    inline = cli("start", "--body", json.dumps(body), "--json")
+    assert inline.exit_code == 0, inline.stderr
+    assert inline.json["simulationId"] == "from-body"
+    assert inline.json["agent"]["received_config"]["candidate"] == {"name": "Ada"}
+
+    path = tmp_path / "body.json"
+    path.write_text(json.dumps(body))
+    from_file = cli("start", "--body", f"@{path}", "--simulation-id", "override",
+                    "--primary", "openai:gpt-4o", "--json")
+    assert from_file.json["simulationId"] == "override"
+    assert from_file.json["chosen"] == "openai:gpt-4o" and from_file.json["usedFallback"] is False
+    assert from_file.json["agent"]["received_config"]["simulationId"] == "override"
+
+    stdin = cli("start", "--body", "-", "--json", input=json.dumps(body))
+    assert stdin.json["agent"]["received_config"]["candidate"] == {"name": "Ada"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--primary", "openai:nope"], "--primary: unknown model 'openai:nope'"),
+        (["--primary", SONNET, "--fallback", "x:y"], "--fallback: unknown model 'x:y'"),
+        (["--body", "{not json"], "--body: not valid JSON"),
+        (["--body", "[1, 2]"], "--body: JSON body must be an object"),
+        (["--body", '{"simulationId": "a", "simulationId": "b"}'], "duplicate key 'simulationId'"),
+        (["--body", '{"simulationId": 5, "primary": "openai:gpt-4o"}'], "simulationId must be a non-empty string"),
+        (["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "x": NaN}'], "NaN is not valid JSON"),
+        (["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "fallbacks": "x"}'], "fallbacks must be an array"),
+        (["--body", "@missing.json"], "--body missing.json: cannot read"),
+    ],
+)
+def test_bad_start_input_is_one_line_exit_2_and_writes_nothing(cli, db_file, args, message):
+    full = ["start", "--json", *args]
+    if "--body" not in args or "simulationId" not in " ".join(args):
+        full += ["--simulation-id", "sim"]
+    result = cli(*full)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not db_file.exists()
+
+
+def test_simulation_id_of_10000_characters_is_refused(cli, db_file):
+    result = cli("start", "--simulation-id", "x" * 10_000, "--primary", SONNET)
+    assert result.exit_code == 2 and "simulation id" in result.stderr
+    assert len(result.stderr) < 300 and not db_file.exists()
+
+
+def test_megabytes_of_body_are_refused(cli, db_file):
+    body = json.dumps({"simulationId": "s", "primary": SONNET, "junk": "x" * 3_000_000})
+    result = cli("start", "--body", body)
+    assert result.exit_code == 2 and "larger than" in result.stderr and not db_file.exists()
