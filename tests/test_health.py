@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -10,7 +10,7 @@ from voicefallback.config import Thresholds
 from voicefallback.health import apply_probe, status_of
 from voicefallback.records import ProbeResult, Snapshot
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LIMITS = Thresholds(ttft_budget_ms=1000, stale_after_s=300, fail_after=2, recover_after=2)
 
 

@@ -28,13 +28,24 @@ def test_reference_cases_a_b_c_and_the_fallbacks_listing(cli, db_file):
     assert a_doc["agent"]["received_config"]["primary"] == SONNET
 
     b = cli(
-        "start", "--simulation-id", "sim-caller", "--primary", SONNET,
-        "--fallback", "openai:gpt-4o", "--fallback", "openai:gpt-4o-mini", "--json",
+        "start",
+        "--simulation-id",
+        "sim-caller",
+        "--primary",
+        SONNET,
+        "--fallback",
+        "openai:gpt-4o",
+        "--fallback",
+        "openai:gpt-4o-mini",
+        "--json",
     )
     assert b.exit_code == 0, b.stderr
     assert b.json["chosen"] == "openai:gpt-4o"
     assert b.json["fallbackSource"] == "caller"
-    assert b.json["agent"]["received_config"]["fallbacks"] == ["openai:gpt-4o", "openai:gpt-4o-mini"]
+    assert b.json["agent"]["received_config"]["fallbacks"] == [
+        "openai:gpt-4o",
+        "openai:gpt-4o-mini",
+    ]
 
     c = cli("start", "--simulation-id", "sim-healthy", "--primary", "openai:gpt-4o-mini", "--json")
     assert c.exit_code == 0, c.stderr
@@ -48,16 +59,22 @@ def test_reference_cases_a_b_c_and_the_fallbacks_listing(cli, db_file):
     assert [e["simulationId"] for e in events] == ["sim-caller", "sim-auto"]
     assert events[0]["id"] > events[1]["id"]
     assert events[1]["primary"] == SONNET and events[1]["chosen"] == "openai:gpt-4o-mini"
-    assert events[1]["candidates"] == [{"model": SONNET, "status": "unhealthy", "error": "overloaded"}]
+    assert events[1]["candidates"] == [
+        {"model": SONNET, "status": "unhealthy", "error": "overloaded"}
+    ]
     assert all(e["at"].endswith("Z") for e in events)
 
     # The state file holds exactly these two events, and every call made is in history.
     assert rows(db_file, "SELECT simulation_id, reason FROM events ORDER BY id") == [
-        ("sim-auto", "primary_unhealthy"), ("sim-caller", "primary_unhealthy"),
+        ("sim-auto", "primary_unhealthy"),
+        ("sim-caller", "primary_unhealthy"),
     ]
     history = rows(db_file, "SELECT model, kind, ok FROM probes ORDER BY id")
-    assert history[:3] == [(SONNET, "probe", 0), ("openai:gpt-4o-mini", "probe", 1),
-                           ("openai:gpt-4o-mini", "start", 1)]
+    assert history[:3] == [
+        (SONNET, "probe", 0),
+        ("openai:gpt-4o-mini", "probe", 1),
+        ("openai:gpt-4o-mini", "start", 1),
+    ]
 
 
 def test_json_output_is_exactly_one_object(cli):
@@ -75,13 +92,23 @@ def test_probe_then_health_reports_each_model(cli):
     by_model = {r["model"]: r for r in doc["results"]}
     assert by_model[SONNET]["status"] == "unhealthy" and by_model[SONNET]["error"] == "overloaded"
     assert by_model["openai:gpt-4o-mini"] == {
-        "model": "openai:gpt-4o-mini", "provider": "openai", "ok": True, "status": "healthy",
-        "latencyMs": 180, "ttftMs": 180, "error": None, "stub": True,
+        "model": "openai:gpt-4o-mini",
+        "provider": "openai",
+        "ok": True,
+        "status": "healthy",
+        "latencyMs": 180,
+        "ttftMs": 180,
+        "error": None,
+        "stub": True,
     }
     health = cli("health", "--json").json["models"]
     assert [m["model"] for m in health] == [r["model"] for r in doc["results"]]
     mini = next(m for m in health if m["model"] == "openai:gpt-4o-mini")
-    assert mini["ok"] is True and mini["consecutiveFailures"] == 0 and mini["lastCheckedAt"].endswith("Z")
+    assert (
+        mini["ok"] is True
+        and mini["consecutiveFailures"] == 0
+        and mini["lastCheckedAt"].endswith("Z")
+    )
     sonnet = next(m for m in health if m["model"] == SONNET)
     assert sonnet["consecutiveFailures"] == 1 and sonnet["lastError"] == "overloaded"
 

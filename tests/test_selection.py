@@ -27,7 +27,10 @@ def test_auto_order_is_registry_order_after_the_primary():
 
 
 def test_caller_order_is_honoured_and_duplicates_dropped():
-    assert candidate_order("b", ["c", "b", "a", "c"], ["a", "b", "c"]) == (["b", "c", "a"], "caller")
+    assert candidate_order("b", ["c", "b", "a", "c"], ["a", "b", "c"]) == (
+        ["b", "c", "a"],
+        "caller",
+    )
 
 
 def test_first_healthy_wins_and_later_candidates_are_not_judged():
@@ -62,7 +65,9 @@ def test_a_failed_opening_call_moves_to_the_next_candidate():
 
 
 def test_nothing_startable():
-    choice, _, called = run({"p": "healthy", "x": "slow", "y": "unhealthy"}, failing_calls={"p", "x"})
+    choice, _, called = run(
+        {"p": "healthy", "x": "slow", "y": "unhealthy"}, failing_calls={"p", "x"}
+    )
     assert choice.chosen is None and called == ["p", "x"]
     assert [c.model for c in choice.passed_over] == ["p", "x", "y"]
     assert fallback_reason("p", choice) == "primary_failed_at_start"

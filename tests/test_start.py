@@ -37,7 +37,10 @@ def test_unknown_candidates_are_probed_just_in_time(cli, db_file):
 
 
 def test_caller_fallbacks_none_healthy_exits_1_and_records_the_event(cli, db_file):
-    write_config(Path("models.toml"), HEAD + """
+    write_config(
+        Path("models.toml"),
+        HEAD
+        + """
 [[models]]
 id = "p:a"
 stub = { error = "overloaded" }
@@ -46,9 +49,20 @@ id = "p:b"
 stub = { error = "auth" }
 [[models]]
 id = "p:c"
-""")
-    result = cli("start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:a",
-                 "--fallback", "p:b", "--json")
+""",
+    )
+    result = cli(
+        "start",
+        "--config",
+        "models.toml",
+        "--simulation-id",
+        "s",
+        "--primary",
+        "p:a",
+        "--fallback",
+        "p:b",
+        "--json",
+    )
     assert result.exit_code == 1
     doc = result.json
     assert doc["chosen"] is None and doc["usedFallback"] is False and doc["agent"] is None
@@ -60,11 +74,16 @@ id = "p:c"
     assert "\n" not in doc["error"] and "p:a" in doc["error"]
     assert result.stderr.count("\n") == 1
     events = cli("fallbacks", "--json").json["events"]
-    assert len(events) == 1 and events[0]["chosen"] is None and events[0]["fallbackSource"] == "caller"
+    assert (
+        len(events) == 1 and events[0]["chosen"] is None and events[0]["fallbackSource"] == "caller"
+    )
 
 
 def test_slow_models_are_a_last_resort(cli):
-    write_config(Path("models.toml"), HEAD + """
+    write_config(
+        Path("models.toml"),
+        HEAD
+        + """
 [settings.x]
 [[models]]
 id = "p:down"
@@ -75,11 +94,24 @@ stub = { latency_ms = 3000, ttft_ms = 2500 }
 [[models]]
 id = "p:fast"
 stub = { latency_ms = 300 }
-""".replace("[settings.x]\n", ""))
-    auto = cli("start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down", "--json")
+""".replace("[settings.x]\n", ""),
+    )
+    auto = cli(
+        "start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down", "--json"
+    )
     assert auto.json["chosen"] == "p:fast"
-    last = cli("start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down",
-               "--fallback", "p:slow", "--json")
+    last = cli(
+        "start",
+        "--config",
+        "models.toml",
+        "--simulation-id",
+        "s",
+        "--primary",
+        "p:down",
+        "--fallback",
+        "p:slow",
+        "--json",
+    )
     assert last.exit_code == 0 and last.json["chosen"] == "p:slow"
 
 
@@ -92,8 +124,16 @@ def test_body_reaches_the_opening_call_and_options_override_it(cli, tmp_path):
 
     path = tmp_path / "body.json"
     path.write_text(json.dumps(body))
-    from_file = cli("start", "--body", f"@{path}", "--simulation-id", "override",
-                    "--primary", "openai:gpt-4o", "--json")
+    from_file = cli(
+        "start",
+        "--body",
+        f"@{path}",
+        "--simulation-id",
+        "override",
+        "--primary",
+        "openai:gpt-4o",
+        "--json",
+    )
     assert from_file.json["simulationId"] == "override"
     assert from_file.json["chosen"] == "openai:gpt-4o" and from_file.json["usedFallback"] is False
     assert from_file.json["agent"]["received_config"]["simulationId"] == "override"
@@ -110,9 +150,18 @@ def test_body_reaches_the_opening_call_and_options_override_it(cli, tmp_path):
         (["--body", "{not json"], "--body: not valid JSON"),
         (["--body", "[1, 2]"], "--body: JSON body must be an object"),
         (["--body", '{"simulationId": "a", "simulationId": "b"}'], "duplicate key 'simulationId'"),
-        (["--body", '{"simulationId": 5, "primary": "openai:gpt-4o"}'], "simulationId must be a non-empty string"),
-        (["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "x": NaN}'], "NaN is not valid JSON"),
-        (["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "fallbacks": "x"}'], "fallbacks must be an array"),
+        (
+            ["--body", '{"simulationId": 5, "primary": "openai:gpt-4o"}'],
+            "simulationId must be a non-empty string",
+        ),
+        (
+            ["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "x": NaN}'],
+            "NaN is not valid JSON",
+        ),
+        (
+            ["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "fallbacks": "x"}'],
+            "fallbacks must be an array",
+        ),
         (["--body", "@missing.json"], "--body missing.json: cannot read"),
     ],
 )

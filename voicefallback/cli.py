@@ -60,8 +60,9 @@ CheckOption = Annotated[
 ]
 ModelsArgument = Annotated[
     Optional[list[str]],
-    typer.Argument(help="Model ids (PROVIDER:MODEL); default: every registered model.",
-                   show_default=False),
+    typer.Argument(
+        help="Model ids (PROVIDER:MODEL); default: every registered model.", show_default=False
+    ),
 ]
 
 
@@ -75,7 +76,9 @@ def _version(value: bool) -> None:
 def root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Keep voice AI agents off dead or slow LLMs."""
@@ -169,8 +172,10 @@ def health(
             snapshots = store.snapshots(m.id for m in selected)
         now = utcnow()
         document = output.health_json(
-            [(m, snapshots.get(m.id), status_of(snapshots.get(m.id), m.thresholds, now))
-             for m in selected]
+            [
+                (m, snapshots.get(m.id), status_of(snapshots.get(m.id), m.thresholds, now))
+                for m in selected
+            ]
         )
     if json:
         print_json(document)
@@ -184,7 +189,9 @@ def health(
 def start(
     simulation_id: Annotated[
         Optional[str],
-        typer.Option("--simulation-id", help="The session's id (simulationId).", show_default=False),
+        typer.Option(
+            "--simulation-id", help="The session's id (simulationId).", show_default=False
+        ),
     ] = None,
     primary: Annotated[
         Optional[str],
@@ -256,8 +263,9 @@ def fallbacks(
     ] = None,
     since: Annotated[
         Optional[str],
-        typer.Option("--since", help="Only events at or after this ISO-8601 time.",
-                     show_default=False),
+        typer.Option(
+            "--since", help="Only events at or after this ISO-8601 time.", show_default=False
+        ),
     ] = None,
     limit: Annotated[
         Optional[int],

@@ -103,16 +103,16 @@ class Registry:
 
 
 def user_config_dir() -> Path:
-    if sys.platform.startswith("linux") or os.name == "posix" and sys.platform != "darwin":
-        base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-        return Path(base) / APP_NAME
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Application Support" / APP_NAME
-    return Path(os.environ.get("APPDATA") or Path.home()) / APP_NAME
+    if os.name == "nt":
+        return Path(os.environ.get("APPDATA") or Path.home()) / APP_NAME
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / APP_NAME
 
 
 def user_state_dir() -> Path:
-    if sys.platform == "darwin" or os.name != "posix":
+    if sys.platform == "darwin" or os.name == "nt":
         return user_config_dir()
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / APP_NAME
@@ -188,7 +188,9 @@ def load_registry(path: Path) -> Registry:
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in table:
         if key not in allowed:
-            raise ConfigError(f"{where}: unknown key {key!r}; expected one of {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; expected one of {', '.join(sorted(allowed))}"
+            )
 
 
 def _table(value: Any, where: str) -> Mapping[str, Any]:
@@ -198,14 +200,22 @@ def _table(value: Any, where: str) -> Mapping[str, Any]:
 
 
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "an array", dict: "a table"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }.get(type(value), type(value).__name__)
 
 
 def _threshold(key: str, value: Any, where: str) -> float | int:
     integer = key in _INTEGER_KEYS
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-        integer and not isinstance(value, int)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not isinstance(value, int))
     ):
         expected = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"{where}: {key} must be {expected}, got {_type_name(value)}")
@@ -243,7 +253,9 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
             raise ConfigError(f"{at}: type must be 'openai' or 'anthropic', got {kind!r}")
         key_env = table.get("api_key_env")
         if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
-            raise ConfigError(f"{at}: api_key_env must name an environment variable, got {key_env!r}")
+            raise ConfigError(
+                f"{at}: api_key_env must name an environment variable, got {key_env!r}"
+            )
         base_url = table.get("base_url")
         if base_url is not None and (
             not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
@@ -263,7 +275,9 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
         table = _table(value, at)
         model_id = table.get("id")
         if not isinstance(model_id, str):
-            raise ConfigError(f"{at}: id must be a string \"PROVIDER:MODEL\", got {_type_name(model_id)}")
+            raise ConfigError(
+                f'{at}: id must be a string "PROVIDER:MODEL", got {_type_name(model_id)}'
+            )
         at = f"{where}: model {model_id!r}"
         _check_keys(table, {"id", "stub"} | (set(_THRESHOLD_KEYS)), at)
         provider_name, name = split_model_id(model_id, at, ConfigError)
@@ -284,7 +298,9 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
                 stub=_stub(table.get("stub", {}), f"{at}: stub"),
             )
         )
-    return Registry(path=path, mode=mode, defaults=defaults, providers=providers, models=tuple(models))
+    return Registry(
+        path=path, mode=mode, defaults=defaults, providers=providers, models=tuple(models)
+    )
 
 
 def _stub(value: Any, where: str) -> Stub:
@@ -311,7 +327,7 @@ def split_model_id(
     if len(model_id) > MAX_MODEL_ID:
         raise error(f"{where}: model id longer than {MAX_MODEL_ID} characters")
     if not sep or not provider or not name:
-        raise error(f"{where}: model id {model_id!r} must look like \"PROVIDER:MODEL\"")
+        raise error(f'{where}: model id {model_id!r} must look like "PROVIDER:MODEL"')
     if not _PROVIDER_NAME.match(provider) or not _MODEL_NAME.match(name):
         raise error(
             f"{where}: model id {model_id!r} may hold only letters, digits and . _ - / : @ +"

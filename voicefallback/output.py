@@ -157,7 +157,10 @@ def print_probe_table(document: dict[str, Any]) -> None:
         table.add_column(column, justify="right" if column in ("TTFT", "latency") else "left")
     for row in document["results"]:
         table.add_row(
-            row["model"], _status(row["status"]), _ms(row["ttftMs"]), _ms(row["latencyMs"]),
+            row["model"],
+            _status(row["status"]),
+            _ms(row["ttftMs"]),
+            _ms(row["latencyMs"]),
             row["error"] or "",
         )
     _console().print(table)
@@ -168,11 +171,17 @@ def print_health_table(document: dict[str, Any]) -> None:
 
     table = Table(title="health")
     for column in ("model", "status", "TTFT", "latency", "last checked", "failures", "last error"):
-        table.add_column(column, justify="right" if column in ("TTFT", "latency", "failures") else "left")
+        table.add_column(
+            column, justify="right" if column in ("TTFT", "latency", "failures") else "left"
+        )
     for row in document["models"]:
         table.add_row(
-            row["model"], _status(row["status"]), _ms(row["ttftMs"]), _ms(row["latencyMs"]),
-            row["lastCheckedAt"] or "never", str(row["consecutiveFailures"]),
+            row["model"],
+            _status(row["status"]),
+            _ms(row["ttftMs"]),
+            _ms(row["latencyMs"]),
+            row["lastCheckedAt"] or "never",
+            str(row["consecutiveFailures"]),
             row["lastError"] or "",
         )
     _console().print(table)
@@ -193,7 +202,9 @@ def print_start_panel(document: dict[str, Any]) -> None:
         ]
         _console().print(Panel("\n".join(lines), title="start", border_style="red"))
         return
-    lines = [f"session [bold]{document['simulationId']}[/] started on [bold]{document['chosen']}[/]"]
+    lines = [
+        f"session [bold]{document['simulationId']}[/] started on [bold]{document['chosen']}[/]"
+    ]
     if document["usedFallback"]:
         lines.append(
             f"fallback from {document['primary']}: {document['reason']}"
@@ -210,7 +221,16 @@ def print_events_table(document: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="fallback events (newest first)")
-    for column in ("id", "at", "simulation", "primary", "chosen", "reason", "source", "passed over"):
+    for column in (
+        "id",
+        "at",
+        "simulation",
+        "primary",
+        "chosen",
+        "reason",
+        "source",
+        "passed over",
+    ):
         table.add_column(column)
     for event in document["events"]:
         passed = ", ".join(
@@ -218,8 +238,13 @@ def print_events_table(document: dict[str, Any]) -> None:
             for c in event["candidates"]
         )
         table.add_row(
-            str(event["id"]), event["at"], event["simulationId"], event["primary"],
-            event["chosen"] or "[red]none[/]", event["reason"], event["fallbackSource"] or "",
+            str(event["id"]),
+            event["at"],
+            event["simulationId"],
+            event["primary"],
+            event["chosen"] or "[red]none[/]",
+            event["reason"],
+            event["fallbackSource"] or "",
             passed,
         )
     _console().print(table)

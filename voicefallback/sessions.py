@@ -66,7 +66,9 @@ def parse_body(text: str, where: str) -> dict[str, Any]:
     try:
         body = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
     except json.JSONDecodeError as exc:
-        raise InputError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise InputError(
+            f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
     except RecursionError:
         raise InputError(f"{where}: JSON nested too deeply") from None
     if not isinstance(body, dict):
@@ -141,8 +143,9 @@ def start_session(
             snapshot = apply_probe(snapshots.get(result.model), result, model.thresholds)
             snapshots[result.model] = snapshot
             calls.append(result)
-            return Candidate(result.model, status_of(snapshot, model.thresholds, clock()),
-                             result.error)
+            return Candidate(
+                result.model, status_of(snapshot, model.thresholds, clock()), result.error
+            )
 
         def judge(model_id: str) -> Candidate:
             model = registry.require(model_id, "start")

@@ -45,7 +45,7 @@ WRITE_DEADLINE_S = 60.0  # then we retry with jitter until this much time has pa
 
 
 def _m001_initial(db: sqlite_utils.Database) -> None:
-    db["probes"].create(
+    db.table("probes").create(
         {
             "id": int,
             "model": str,
@@ -65,9 +65,9 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"model", "at", "kind", "ok", "stub"},
     )
-    db["probes"].create_index(["model", "at"], index_name="probes_model_at")
-    db["probes"].create_index(["at"], index_name="probes_at")
-    db["snapshots"].create(
+    db.table("probes").create_index(["model", "at"], index_name="probes_model_at")
+    db.table("probes").create_index(["at"], index_name="probes_at")
+    db.table("snapshots").create(
         {
             "model": str,
             "last_checked_at": str,
@@ -87,7 +87,7 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
         },
         pk="model",
     )
-    db["events"].create(
+    db.table("events").create(
         {
             "id": int,
             "uid": str,
@@ -103,9 +103,9 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"uid", "at", "simulation_id", "primary_model", "reason", "candidates"},
     )
-    db["events"].create_index(["uid"], unique=True, index_name="events_uid")
-    db["events"].create_index(["simulation_id", "id"], index_name="events_simulation")
-    db["events"].create_index(["at"], index_name="events_at")
+    db.table("events").create_index(["uid"], unique=True, index_name="events_uid")
+    db.table("events").create_index(["simulation_id", "id"], index_name="events_simulation")
+    db.table("events").create_index(["at"], index_name="events_at")
 
 
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m001_initial,)
@@ -205,10 +205,19 @@ class Store:
                     " http_status, retry_after_s, input_tokens, output_tokens, stub)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        result.model, iso(result.at), result.kind, int(result.ok),
-                        result.latency_ms, result.ttft_ms, result.error, result.message,
-                        result.http_status, result.retry_after_s, result.input_tokens,
-                        result.output_tokens, int(result.stub),
+                        result.model,
+                        iso(result.at),
+                        result.kind,
+                        int(result.ok),
+                        result.latency_ms,
+                        result.ttft_ms,
+                        result.error,
+                        result.message,
+                        result.http_status,
+                        result.retry_after_s,
+                        result.input_tokens,
+                        result.output_tokens,
+                        int(result.stub),
                     ),
                 )
                 conn.execute(
@@ -217,11 +226,18 @@ class Store:
                     " has_success, success_latency_ms, success_ttft_ms, stub, status_since,"
                     " last_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        snapshot.model, iso(snapshot.last_checked_at), int(snapshot.ok),
-                        snapshot.latency_ms, snapshot.ttft_ms, snapshot.last_error,
-                        snapshot.consecutive_failures, snapshot.consecutive_successes,
-                        int(snapshot.failing), int(snapshot.has_success),
-                        snapshot.success_latency_ms, snapshot.success_ttft_ms,
+                        snapshot.model,
+                        iso(snapshot.last_checked_at),
+                        int(snapshot.ok),
+                        snapshot.latency_ms,
+                        snapshot.ttft_ms,
+                        snapshot.last_error,
+                        snapshot.consecutive_failures,
+                        snapshot.consecutive_successes,
+                        int(snapshot.failing),
+                        int(snapshot.has_success),
+                        snapshot.success_latency_ms,
+                        snapshot.success_ttft_ms,
                         int(snapshot.stub),
                         iso(snapshot.status_since) if snapshot.status_since else None,
                         snapshot.last_status,
@@ -234,9 +250,15 @@ class Store:
                     " reason, fallback_source, candidates, error)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        event.uid, iso(event.at), event.simulation_id, event.primary,
-                        event.chosen, event.reason, event.fallback_source,
-                        json.dumps([c.as_json() for c in event.candidates]), event.error,
+                        event.uid,
+                        iso(event.at),
+                        event.simulation_id,
+                        event.primary,
+                        event.chosen,
+                        event.reason,
+                        event.fallback_source,
+                        json.dumps([c.as_json() for c in event.candidates]),
+                        event.error,
                     ),
                 )
         return updated
@@ -264,7 +286,8 @@ class Store:
         """Fallback events, newest first."""
         if self._conn is None:
             return []
-        where, params = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        params: list[str | int] = []
         if simulation_id is not None:
             where.append("simulation_id = ?")
             params.append(simulation_id)
@@ -333,10 +356,14 @@ def _user_version(conn: sqlite3.Connection) -> int:
     if application_id == 0 and version == 0:
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if tables:
-            raise StateError(f"{path}: not a voicefallback state file (an unrelated SQLite database)")
+            raise StateError(
+                f"{path}: not a voicefallback state file (an unrelated SQLite database)"
+            )
         return 0
     if application_id != APPLICATION_ID:
-        raise StateError(f"{path}: not a voicefallback state file (application id {application_id})")
+        raise StateError(
+            f"{path}: not a voicefallback state file (application id {application_id})"
+        )
     if version > SCHEMA_VERSION:
         raise StateError(
             f"{path}: written by a newer voicefallback (schema {version}, this one knows"
@@ -373,7 +400,9 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
     try:
         if readonly:
             conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
                 isolation_level=None,
             )
         else:

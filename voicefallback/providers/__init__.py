@@ -64,7 +64,9 @@ def _build(provider: Provider, mode: str) -> Adapter:
     if provider.type == "anthropic":
         from voicefallback.providers.anthropic import AnthropicAdapter
 
-        return AnthropicAdapter(provider)
+        adapter: Adapter = AnthropicAdapter(provider)
+        return adapter
     from voicefallback.providers.openai import OpenAIAdapter
 
-    return OpenAIAdapter(provider)
+    adapter = OpenAIAdapter(provider)
+    return adapter

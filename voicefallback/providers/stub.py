@@ -20,8 +20,14 @@ _MESSAGES = {
     "bad_response": "stub: stream ended early",
     "missing_key": "stub: API key variable is not set",
 }
-_STATUS = {"rate_limited": 429, "overloaded": 529, "server_error": 500, "auth": 401,
-           "not_found": 404, "bad_request": 400}
+_STATUS = {
+    "rate_limited": 429,
+    "overloaded": 529,
+    "server_error": 500,
+    "auth": 401,
+    "not_found": 404,
+    "bad_request": 400,
+}
 
 
 class StubAdapter:
@@ -40,13 +46,25 @@ class StubAdapter:
         latency = max(stub.latency_ms, ttft)
         if stub.error:
             return ProbeResult(
-                model=model.id, ok=False, at=utcnow(), latency_ms=latency, error=stub.error,
-                message=_MESSAGES[stub.error], http_status=_STATUS.get(stub.error),
-                stub=True, kind=kind,
+                model=model.id,
+                ok=False,
+                at=utcnow(),
+                latency_ms=latency,
+                error=stub.error,
+                message=_MESSAGES[stub.error],
+                http_status=_STATUS.get(stub.error),
+                stub=True,
+                kind=kind,
             )
         return ProbeResult(
-            model=model.id, ok=True, at=utcnow(), latency_ms=latency, ttft_ms=ttft,
-            stub=True, kind=kind, text=text,
+            model=model.id,
+            ok=True,
+            at=utcnow(),
+            latency_ms=latency,
+            ttft_ms=ttft,
+            stub=True,
+            kind=kind,
+            text=text,
         )
 
     def close(self) -> None:
