@@ -129,62 +129,83 @@ def start_session(
     request: StartRequest,
     clock: Callable[[], datetime] = utcnow,
 ) -> StartOutcome:
+    """What `start` does: choose, make the opening call, record calls and the event."""
     validate_request(registry, request)
+    with Store.open(db, write=True) as store, Adapters(mode) as adapters:
+        return route_session(registry, store, adapters, request, clock=clock)
+
+
+def route_session(
+    registry: Registry,
+    store: Store,
+    adapters: Adapters,
+    request: StartRequest,
+    *,
+    opening_call: bool = True,
+    record_event: bool = True,
+    clock: Callable[[], datetime] = utcnow,
+) -> StartOutcome:
+    """SPEC "Choosing a model" on an open store; shared by `start` and the library.
+
+    Without `opening_call` the first usable candidate is chosen and the caller makes the
+    call itself (a voice worker with its own client). Calls made here are always recorded;
+    the fallback event only with `record_event`.
+    """
     order, source = candidate_order(
         request.primary, request.fallbacks, [m.id for m in registry.models]
     )
-    with Store.open(db, write=True) as store, Adapters(mode) as adapters:
-        snapshots: dict[str, Snapshot | None] = dict(store.snapshots(order))
-        calls: list[ProbeResult] = []
-        agent: list[ProbeResult] = []
+    snapshots: dict[str, Snapshot | None] = dict(store.snapshots(order))
+    calls: list[ProbeResult] = []
+    agent: list[ProbeResult] = []
 
-        def remember(result: ProbeResult) -> Candidate:
-            model = registry.require(result.model, "start")
-            snapshot = apply_probe(snapshots.get(result.model), result, model.thresholds)
-            snapshots[result.model] = snapshot
-            calls.append(result)
-            return Candidate(
-                result.model, status_of(snapshot, model.thresholds, clock()), result.error
-            )
+    def remember(result: ProbeResult) -> Candidate:
+        model = registry.require(result.model, "start")
+        snapshot = apply_probe(snapshots.get(result.model), result, model.thresholds)
+        snapshots[result.model] = snapshot
+        calls.append(result)
+        return Candidate(result.model, status_of(snapshot, model.thresholds, clock()), result.error)
 
-        def judge(model_id: str) -> Candidate:
-            model = registry.require(model_id, "start")
-            snapshot = snapshots.get(model_id)
-            status = status_of(snapshot, model.thresholds, clock())
-            if needs_probe(status):
-                return remember(adapters.for_model(model).probe(model))
-            return Candidate(model_id, status, None if snapshot is None else snapshot.last_error)
+    def judge(model_id: str) -> Candidate:
+        model = registry.require(model_id, "start")
+        snapshot = snapshots.get(model_id)
+        status = status_of(snapshot, model.thresholds, clock())
+        if needs_probe(status):
+            return remember(adapters.for_model(model).probe(model))
+        return Candidate(model_id, status, None if snapshot is None else snapshot.last_error)
 
-        def open_call(model_id: str) -> Candidate | None:
-            model = registry.require(model_id, "start")
-            result = adapters.for_model(model).open_session(model, request.config)
-            verdict = remember(result)
-            if result.ok:
-                agent.append(result)
-                return None
-            return verdict
+    def open_call(model_id: str) -> Candidate | None:
+        if not opening_call:
+            return None
+        model = registry.require(model_id, "start")
+        result = adapters.for_model(model).open_session(model, request.config)
+        verdict = remember(result)
+        if result.ok:
+            agent.append(result)
+            return None
+        return verdict
 
-        choice = choose_model(order, judge, open_call)
-        reason = fallback_reason(request.primary, choice)
-        event = None
-        error = None
-        if choice.chosen is None:
-            error = "no model could be started: " + ", ".join(
-                f"{c.model} {c.status}" + (f" ({c.error})" if c.error else "")
-                for c in choice.passed_over
-            )
-        if reason is not None:
-            event = FallbackEvent(
-                uid=uuid.uuid4().hex,
-                at=clock(),
-                simulation_id=request.simulation_id,
-                primary=request.primary,
-                chosen=choice.chosen,
-                reason=reason,
-                fallback_source=source,
-                candidates=choice.passed_over,
-                error=error,
-            )
+    choice = choose_model(order, judge, open_call)
+    reason = fallback_reason(request.primary, choice)
+    event = None
+    error = None
+    if choice.chosen is None:
+        error = "no model could be started: " + ", ".join(
+            f"{c.model} {c.status}" + (f" ({c.error})" if c.error else "")
+            for c in choice.passed_over
+        )
+    if reason is not None and record_event:
+        event = FallbackEvent(
+            uid=uuid.uuid4().hex,
+            at=clock(),
+            simulation_id=request.simulation_id,
+            primary=request.primary,
+            chosen=choice.chosen,
+            reason=reason,
+            fallback_source=source,
+            candidates=choice.passed_over,
+            error=error,
+        )
+    if calls or event is not None:
         store.record(calls, {m.id: m.thresholds for m in registry.models}, event)
     return StartOutcome(
         request=request,
