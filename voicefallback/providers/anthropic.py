@@ -1,0 +1,91 @@
+"""Live calls through the official anthropic SDK (Messages API, streaming)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from voicefallback.providers import live
+
+
+class AnthropicAdapter(live.LiveAdapter):
+    """Streaming messages, for every model of one `type = "anthropic"` provider."""
+
+    sdk = "anthropic"
+    proper_end = "message_stop"
+
+    async def _build(self, key: str) -> Any:
+        import anthropic
+
+        http = anthropic.DefaultAsyncHttpxClient(event_hooks={"request": [live.stamp_send]})
+        client = anthropic.AsyncAnthropic(
+            api_key=key,
+            base_url=self.provider.base_url,
+            max_retries=0,
+            http_client=http,
+            open_telemetry=False,  # a probe is measured here, not traced
+        )
+        client.messages  # noqa: B018 - import the lazily loaded resource now
+        return client
+
+    async def _stream(self, call: live.Call, system: str | None, prompt: str, limit: int) -> None:
+        params: dict[str, Any] = {
+            "model": call.model.name,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": limit,
+            "stream": True,
+        }
+        if system is not None:
+            params["system"] = system
+        create = self._client.messages.with_streaming_response.create
+        response = await create(**params, timeout=call.timeout_s).__aenter__()
+        http = response.http_response
+        call.responded(http)
+        try:
+            async for name, data in live.sse_events(http.aiter_bytes()):
+                if name is None or name == "ping" or not data:
+                    continue  # what the SDK's own stream skips, too
+                call.event()
+                event = live.json_object(data)
+                if name == "error":
+                    raise _stream_error(event)
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event.get("delta") or {}
+                    # Only text is heard; thinking deltas are not a first token.
+                    if delta.get("type") == "text_delta":
+                        call.text(delta.get("text"))
+                elif kind == "message_start":
+                    usage = (event.get("message") or {}).get("usage") or {}
+                    call.tokens(usage.get("input_tokens"), usage.get("output_tokens"))
+                elif kind == "message_delta":
+                    usage = event.get("usage") or {}
+                    call.tokens(None, usage.get("output_tokens"))
+                elif kind == "message_stop":
+                    call.finished()
+        finally:
+            await response.close()
+        if not call.complete:
+            raise live.Incomplete
+
+    def _errors(self) -> tuple[type[Exception], type[Exception], type[Exception]]:
+        import anthropic
+
+        return anthropic.APIStatusError, anthropic.APITimeoutError, anthropic.APIConnectionError
+
+    def _status_message(self, exc: Any) -> str:
+        message = getattr(exc, "api_message", None)  # error.message of the response body
+        if isinstance(message, str) and message:
+            return message
+        if isinstance(exc.body, str) and exc.body.strip():
+            return exc.body.strip()
+        return str(exc.message)
+
+
+def _stream_error(event: Mapping[str, Any]) -> live.StreamError:
+    """An `event: error` inside a 200 stream, such as overloaded_error."""
+    error = event.get("error")
+    if not isinstance(error, Mapping):
+        return live.StreamError("server_error", str(event))
+    kind = str(error.get("type") or "")
+    return live.StreamError(live.error_event_kind(kind), f"{kind}: {error.get('message')}")

@@ -1,0 +1,34 @@
+"""The one place that removes secrets from text before it is stored, printed or logged."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+
+REDACTED = "[REDACTED]"
+# Shorter values are not real API keys, and replacing them would garble ordinary words.
+MIN_SECRET_LENGTH = 6
+
+_KEY_SHAPED = re.compile(
+    r"""
+    (?<![A-Za-z0-9])(?:sk-ant-|sk-|gsk_|xai-)[A-Za-z0-9_\-.*]{6,}   # sk-…, sk-ant-…, Groq, xAI
+    | (?<=[Bb]earer\ )[A-Za-z0-9._~+/=\-*]{4,}                      # Authorization: Bearer …
+    | (?<=://)[^/\s:@]+:[^/\s@]+(?=@)                               # user:password@ in a URL
+    """,
+    re.VERBOSE,
+)
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """`text` without the literal `secrets` and without anything shaped like an API key."""
+    for secret in sorted(
+        {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
+    ):
+        text = text.replace(secret, REDACTED)
+    return _KEY_SHAPED.sub(REDACTED, text)
+
+
+def secrets_from_env(names: Iterable[str | None]) -> list[str]:
+    """The values of the named environment variables that are set (the configured keys)."""
+    return [os.environ[name] for name in names if name and os.environ.get(name)]
