@@ -36,10 +36,12 @@ FAKE_KEY = "sk-fake-openai-0123456789abcdefghij"  # tests/fake_provider.py OPENA
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
     """The fake server in another process, so its work does not share our GIL."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fake_provider.py")],
         stdout=subprocess.PIPE,
         text=True,
+        env=os.environ | {"PYTHONPATH": path},
     )
     assert process.stdout is not None
     url = process.stdout.readline().strip()

@@ -23,8 +23,11 @@ Directives:
   no-finish             stream body ends without finish_reason / message_stop
   think-only            reasoning only, no visible text, proper end
   error-mid-stream      two tokens, then an error inside the stream (Anthropic: overloaded)
+  reject-P              answer 400 "Unsupported parameter: 'P'" to a request that has P
 
 Run as a script (`python tests/fake_provider.py`) it serves until killed and prints its URL.
+The end of this module has the helpers tests use to point real adapters at it; the fixtures are
+in tests/conftest_live.py.
 """
 
 from __future__ import annotations
@@ -37,11 +40,15 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pytest
+from voicefallback.config import Model, Provider, Thresholds
+
+if TYPE_CHECKING:
+    from voicefallback.providers.live import LiveAdapter
+    from voicefallback.records import ProbeResult
 
 OPENAI_KEY = "sk-fake-openai-0123456789abcdefghij"
 ANTHROPIC_KEY = "sk-ant-fake-0123456789abcdefghij"
@@ -75,6 +82,7 @@ class Plan:
     html: bool = False
     mode: str = "ok"
     flags: set[str] = field(default_factory=set)
+    rejects: set[str] = field(default_factory=set)
 
     @classmethod
     def parse(cls, name: str) -> Plan:
@@ -111,6 +119,8 @@ class Plan:
                 plan.mode = part
             elif part in ("no-done", "no-done-hold"):
                 plan.flags.add(part)
+            elif head == "reject" and len(pieces) == 2:
+                plan.rejects.add(pieces[1])
         return plan
 
 
@@ -206,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/chat/completions":
             dialect: _Dialect = _OpenAI(self)
         elif self.path == "/v1/messages":
-            dialect = _Anthropic(self)
+            dialect = _Anthropic()
         else:
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
             return
@@ -220,6 +230,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         plan = Plan.parse(body["model"])
+        refused = sorted(plan.rejects & set(body))
+        if refused:
+            message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
+            self._json(400, dialect.error_body(400, message))
+            return
         if plan.mode == "hang":
             self._hold()
             return
@@ -369,9 +384,8 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return (f"event: {event}\n{line}" if event else line).encode()
 
 
-class _Dialect:
-    def __init__(self, handler: _Handler) -> None:
-        self.handler = handler
+class _Dialect(Protocol):
+    """One provider's wire format."""
 
     def error_body(self, status: int, message: str | None) -> Any: ...
     def complete(self, body: dict[str, Any], pieces: list[str]) -> Any: ...
@@ -398,10 +412,10 @@ _OPENAI_ERRORS = {
 }
 
 
-class _OpenAI(_Dialect):
+class _OpenAI:
     def __init__(self, handler: _Handler) -> None:
-        super().__init__(handler)
         self.id = f"chatcmpl-{id(handler):x}"
+        self.model = ""
 
     def _chunk(self, model: str, choices: list[Any], usage: Any = None) -> bytes:
         return _sse(
@@ -523,7 +537,9 @@ _ANTHROPIC_ERRORS = {
 }
 
 
-class _Anthropic(_Dialect):
+class _Anthropic:
+    block = 0
+
     def error_body(self, status: int, message: str | None) -> Any:
         kind, default = _ANTHROPIC_ERRORS.get(status, ("api_error", f"Error {status}."))
         return {
@@ -630,11 +646,57 @@ class _Anthropic(_Dialect):
         )
 
 
-@pytest.fixture
-def fake_provider() -> Iterator[FakeProvider]:
-    """A running fake provider, stopped after the test."""
-    with FakeProvider() as fake:
-        yield fake
+# -- pointing real adapters at the fake -------------------------------------------------------
+
+KINDS = ("openai", "anthropic")
+KEY_ENV = {"openai": "VF_TEST_OPENAI_KEY", "anthropic": "VF_TEST_ANTHROPIC_KEY"}
+KEYS = {"openai": OPENAI_KEY, "anthropic": ANTHROPIC_KEY}
+SHORT_TIMEOUT_S = 0.5
+# How far past timeout_s a call may end: generous, this is a bound on behaviour, not a benchmark.
+TIMEOUT_MARGIN_S = 1.0
+
+
+def provider_for(fake: FakeProvider, kind: str, key_env: str | None = None) -> Provider:
+    """A provider of `kind` whose SDK talks to the fake (the SDKs add /v1/... themselves)."""
+    base_url = f"{fake.url}/v1" if kind == "openai" else fake.url
+    return Provider(
+        name=f"fake-{kind}", type=kind, api_key_env=key_env or KEY_ENV[kind], base_url=base_url
+    )
+
+
+def make_adapter(provider: Provider) -> LiveAdapter:
+    """The real live adapter for `provider` (imported here: the server alone needs no SDK)."""
+    from voicefallback.providers.anthropic import AnthropicAdapter
+    from voicefallback.providers.openai import OpenAIAdapter
+
+    if provider.type == "anthropic":
+        return AnthropicAdapter(provider)
+    return OpenAIAdapter(provider)
+
+
+def model_for(provider: Provider, name: str, timeout_s: float = 5.0) -> Model:
+    return Model(
+        id=f"{provider.name}:{name}",
+        provider=provider,
+        name=name,
+        thresholds=replace(Thresholds(), timeout_s=timeout_s),
+    )
+
+
+@dataclass
+class Rig:
+    fake: FakeProvider
+    providers: dict[str, Provider]
+    adapters: dict[str, LiveAdapter]
+
+    def model(self, kind: str, name: str, timeout_s: float = 5.0) -> Model:
+        return model_for(self.providers[kind], name, timeout_s)
+
+    def probe(self, kind: str, name: str, timeout_s: float = 5.0) -> tuple[ProbeResult, float]:
+        """The probe's result and how long the call took, in seconds."""
+        began = time.perf_counter()
+        result = self.adapters[kind].probe(self.model(kind, name, timeout_s))
+        return result, time.perf_counter() - began
 
 
 if __name__ == "__main__":

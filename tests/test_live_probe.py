@@ -1,0 +1,338 @@
+"""Live probes through the real openai and anthropic SDKs against the fake provider."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fake_provider import (
+    KEY_ENV,
+    KEYS,
+    KINDS,
+    SHORT_TIMEOUT_S,
+    TIMEOUT_MARGIN_S,
+    FakeProvider,
+    Rig,
+    make_adapter,
+    model_for,
+    provider_for,
+)
+from voicefallback.records import ERROR_KINDS
+
+pytest_plugins = ["tests.conftest_live"]
+both = pytest.mark.parametrize("kind", KINDS)
+
+
+@both
+def test_healthy_probe_is_a_minimal_streaming_call(live: Rig, kind: str) -> None:
+    result, _ = live.probe(kind, "ok")
+
+    assert result.ok and result.error is None and result.message is None
+    assert result.kind == "probe" and result.stub is False
+    assert result.ttft_ms is not None and result.latency_ms is not None
+    assert result.ttft_ms <= result.latency_ms
+    assert (result.input_tokens, result.output_tokens) == (12, 7)
+    assert result.text is None  # a probe keeps no text
+
+    [received] = live.fake.received()
+    body = received.body
+    assert body["model"] == "ok" and body["stream"] is True
+    assert "temperature" not in body
+    if kind == "openai":
+        assert received.path == "/v1/chat/completions"
+        assert body["max_completion_tokens"] == 16  # reasoning models reject max_tokens
+        assert "max_tokens" not in body
+        assert body["stream_options"] == {"include_usage": True}
+        assert received.headers["authorization"] == f"Bearer {KEYS[kind]}"
+    else:
+        assert received.path == "/v1/messages"
+        assert body["max_tokens"] == 16
+        presented = received.headers.get("x-api-key") or received.headers["authorization"]
+        assert KEYS[kind] in presented
+    assert received.headers["x-stainless-retry-count"] == "0"
+
+
+@both
+def test_ttft_is_measured_to_the_first_token_not_the_headers(live: Rig, kind: str) -> None:
+    # The fake sends its headers (and, for OpenAI, an empty role chunk) at once.
+    result, elapsed = live.probe(kind, "ttft-300")
+
+    assert result.ok
+    assert result.ttft_ms is not None and 300 <= result.ttft_ms < 450
+    assert result.latency_ms is not None and result.latency_ms >= result.ttft_ms
+    assert elapsed < 1.0
+
+
+@both
+def test_latency_runs_to_the_end_of_the_stream(live: Rig, kind: str) -> None:
+    result, _ = live.probe(kind, "ttft-100+tokens-4+gap-100")
+
+    assert result.ok
+    assert result.ttft_ms is not None and 100 <= result.ttft_ms < 250
+    assert result.latency_ms is not None and result.latency_ms >= 400
+
+
+STATUS_CASES = [
+    ("status-400", "bad_request", 400, None),
+    ("status-401", "auth", 401, None),
+    ("status-403", "auth", 403, None),
+    ("status-404", "not_found", 404, None),
+    ("status-422", "bad_request", 422, None),
+    ("status-429", "rate_limited", 429, None),
+    ("status-429-retry-7", "rate_limited", 429, 7.0),
+    ("status-500", "server_error", 500, None),
+    ("status-502-html", "server_error", 502, None),
+    ("status-503", "overloaded", 503, None),
+    ("status-503-retry-2", "overloaded", 503, 2.0),
+    ("status-529", "overloaded", 529, None),
+]
+
+
+@both
+@pytest.mark.parametrize(("name", "error", "status", "retry_after"), STATUS_CASES)
+def test_error_statuses_are_classified(
+    live: Rig, kind: str, name: str, error: str, status: int, retry_after: float | None
+) -> None:
+    result, elapsed = live.probe(kind, name)
+
+    assert not result.ok
+    assert (result.error, result.http_status, result.retry_after_s) == (error, status, retry_after)
+    assert result.message is not None and result.message.startswith(f"HTTP {status}")
+    assert elapsed < 1.0
+    assert len(live.fake.received()) == 1  # max_retries=0: no retry by the SDK
+
+
+@both
+def test_provider_message_is_kept(live: Rig, kind: str) -> None:
+    result, _ = live.probe(kind, "status-404")
+    expected = "model does not exist" if kind == "openai" else "model: not found"
+    assert result.message is not None and expected in result.message
+
+
+@both
+@pytest.mark.parametrize(
+    ("name", "stage"),
+    [
+        ("hang", "no response headers"),
+        ("ttft-5000", "no first token"),
+        ("stall-mid-stream", "stream stalled"),
+        # Comments every 100 ms keep every read short: only a whole-call deadline ends this.
+        ("trickle-mid-stream", "stream stalled"),
+    ],
+)
+def test_timeout_bounds_the_whole_probe(live: Rig, kind: str, name: str, stage: str) -> None:
+    result, elapsed = live.probe(kind, name, timeout_s=SHORT_TIMEOUT_S)
+
+    assert result.error == "timeout" and not result.ok
+    assert result.message is not None and stage in result.message
+    assert SHORT_TIMEOUT_S * 0.9 <= elapsed < SHORT_TIMEOUT_S + TIMEOUT_MARGIN_S
+    assert result.latency_ms is not None and result.latency_ms >= SHORT_TIMEOUT_S * 900
+
+
+@both
+def test_reset_before_headers_is_a_connection_failure(live: Rig, kind: str) -> None:
+    result, elapsed = live.probe(kind, "reset-before-headers")
+
+    assert (result.ok, result.error, result.http_status) == (False, "connection", None)
+    assert result.message is not None and "before a response" in result.message
+    assert elapsed < 1.0
+
+
+@both
+def test_nothing_listening_is_a_connection_failure(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with FakeProvider() as fake:
+        provider = provider_for(fake, kind)
+    # The fake is stopped: its port now refuses connections.
+    monkeypatch.setenv(KEY_ENV[kind], KEYS[kind])
+    adapter = make_adapter(provider)
+    try:
+        result = adapter.probe(model_for(provider, "ok"))
+    finally:
+        adapter.close()
+    assert result.error == "connection"
+
+
+@both
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("cut-mid-stream", "connection dropped mid-stream"),
+        ("malformed-chunk", "unparseable stream"),
+        ("no-finish", "stream ended without"),
+    ],
+)
+def test_broken_streams_are_bad_responses(live: Rig, kind: str, name: str, says: str) -> None:
+    result, elapsed = live.probe(kind, name)
+
+    assert (result.ok, result.error) == (False, "bad_response")
+    assert result.message is not None and says in result.message
+    assert elapsed < 1.0
+
+
+def test_openai_truncation_names_the_missing_finish_reason(live: Rig) -> None:
+    result, _ = live.probe("openai", "no-finish")
+    assert result.message == "stream ended without finish_reason (truncated)"
+
+
+def test_anthropic_truncation_names_the_missing_message_stop(live: Rig) -> None:
+    result, _ = live.probe("anthropic", "no-finish")
+    assert result.message == "stream ended without message_stop (truncated)"
+
+
+def test_anthropic_overload_inside_a_200_stream_is_overloaded(live: Rig) -> None:
+    result, _ = live.probe("anthropic", "error-mid-stream")
+
+    assert (result.ok, result.error) == (False, "overloaded")
+    assert result.message is not None and "overloaded_error" in result.message
+
+
+def test_openai_error_object_inside_the_stream_is_a_server_error(live: Rig) -> None:
+    result, _ = live.probe("openai", "error-mid-stream")
+
+    assert (result.ok, result.error) == (False, "server_error")
+    assert result.message is not None and "error in stream" in result.message
+
+
+@pytest.mark.parametrize("name", ["no-done", "no-done-hold"])
+def test_openai_stream_without_done_line_is_a_success_without_waiting(live: Rig, name: str) -> None:
+    # no-done-hold: complete, but the body never ends and the connection stays open.
+    result, elapsed = live.probe("openai", name, timeout_s=5.0)
+
+    assert result.ok and result.output_tokens == 7
+    assert elapsed < 1.0
+
+
+@both
+def test_reasoning_without_visible_text_is_a_success_without_ttft(live: Rig, kind: str) -> None:
+    result, _ = live.probe(kind, "think-only")
+
+    assert result.ok and result.error is None
+    assert result.ttft_ms is None
+    assert result.latency_ms is not None
+    assert result.output_tokens == 16
+
+
+@both
+def test_a_refused_key_never_appears_in_the_result(
+    kind: str, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"{KEYS[kind]}-but-wrong-XYZ"
+    monkeypatch.setenv("VF_TEST_WRONG_KEY", secret)
+    provider = provider_for(fake_provider, kind, key_env="VF_TEST_WRONG_KEY")
+    adapter = make_adapter(provider)
+    try:
+        result = adapter.probe(model_for(provider, "ok"))
+    finally:
+        adapter.close()
+
+    # The fake echoes the key it was given in its 401 message, as careless gateways do.
+    assert result.error == "auth" and result.http_status == 401
+    assert result.message is not None and "[REDACTED]" in result.message
+    assert secret not in repr(result) and secret[:20] not in repr(result)
+
+
+@both
+def test_missing_key_makes_no_request(
+    kind: str, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VF_TEST_UNSET_KEY", raising=False)
+    provider = provider_for(fake_provider, kind, key_env="VF_TEST_UNSET_KEY")
+    adapter = make_adapter(provider)
+    try:
+        result = adapter.probe(model_for(provider, "ok"))
+        session = adapter.open_session(model_for(provider, "ok"), {"simulationId": "s"})
+    finally:
+        adapter.close()
+
+    assert (result.ok, result.error, result.kind) == (False, "missing_key", "probe")
+    assert result.message is not None and "VF_TEST_UNSET_KEY" in result.message
+    assert (session.error, session.kind) == ("missing_key", "start")
+    assert fake_provider.received() == []
+
+
+@both
+def test_every_failure_kind_is_a_spec_kind(live: Rig, kind: str) -> None:
+    names = ["status-418", "status-504", "status-409", "malformed-chunk", "reset-before-headers"]
+    for name in names:
+        result, _ = live.probe(kind, name)
+        assert not result.ok and result.error in ERROR_KINDS, (name, result)
+
+
+def test_refused_optional_parameters_are_dropped_once(live: Rig) -> None:
+    name = "reject-max_completion_tokens+reject-stream_options"
+    result, _ = live.probe("openai", name)
+    assert result.ok
+
+    first, second, third = (r.body for r in live.fake.received())
+    assert "max_completion_tokens" in first
+    assert "max_tokens" in second and "stream_options" in second
+    assert "max_tokens" in third and "stream_options" not in third
+
+    live.fake.clear()
+    again, _ = live.probe("openai", name)
+    assert again.ok and len(live.fake.received()) == 1  # remembered for this model
+
+
+@both
+def test_identical_models_get_the_same_figures_whichever_is_first(
+    kind: str, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV[kind], KEYS[kind])
+    provider = provider_for(fake_provider, kind)
+    adapter = make_adapter(provider)  # fresh: the first probe meets every first-use cost
+    try:
+        first = adapter.probe(model_for(provider, "ttft-150+first"))
+        second = adapter.probe(model_for(provider, "ttft-150+second"))
+    finally:
+        adapter.close()
+
+    assert first.ttft_ms is not None and second.ttft_ms is not None
+    assert abs(first.ttft_ms - second.ttft_ms) <= 20
+    assert first.latency_ms is not None and second.latency_ms is not None
+    assert abs(first.latency_ms - second.latency_ms) <= 20
+
+
+@both
+def test_a_closed_adapter_reports_instead_of_raising(
+    kind: str, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV[kind], KEYS[kind])
+    provider = provider_for(fake_provider, kind)
+    adapter = make_adapter(provider)
+    adapter.close()
+    adapter.close()  # twice is fine
+
+    result = adapter.probe(model_for(provider, "ok"))
+    assert not result.ok and result.error in ERROR_KINDS
+
+
+def test_keyless_local_server_is_called_without_a_key_variable(fake_provider: FakeProvider) -> None:
+    provider = provider_for(fake_provider, "openai")
+    provider = type(provider)(name="local", type="openai", base_url=provider.base_url)
+    adapter = make_adapter(provider)
+    try:
+        result = adapter.probe(model_for(provider, "ok"))
+    finally:
+        adapter.close()
+
+    assert result.error != "missing_key"
+    [received] = fake_provider.received()
+    assert received.headers["authorization"] == "Bearer no-key"
+
+
+def test_timeouts_of_concurrent_probes_do_not_add_up(live: Rig) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"hang+n{i}" for i in range(6)] + [f"stall-mid-stream+n{i}" for i in range(6)]
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(
+            pool.map(lambda n: live.probe("openai", n, timeout_s=SHORT_TIMEOUT_S)[0], names)
+        )
+    elapsed = time.perf_counter() - began
+
+    assert [r.error for r in results] == ["timeout"] * len(names)
+    assert elapsed < SHORT_TIMEOUT_S + TIMEOUT_MARGIN_S

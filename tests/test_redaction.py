@@ -1,0 +1,61 @@
+"""Secrets never survive redaction: configured key values and anything shaped like a key."""
+
+from __future__ import annotations
+
+import pytest
+
+from voicefallback.redaction import REDACTED, redact, secrets_from_env
+
+
+def test_literal_key_values_are_removed_whatever_their_shape() -> None:
+    secret = "a1b2c3d4e5f6-custom-gateway-token"
+    assert redact(f"rejected {secret} (twice: {secret})", [secret]) == (
+        f"rejected {REDACTED} (twice: {REDACTED})"
+    )
+
+
+def test_longer_secrets_go_first_so_no_tail_is_left() -> None:
+    short, long = "tok-123456", "tok-123456-extended"
+    assert redact(f"key {long}", [short, long]) == f"key {REDACTED}"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-abcdefghijklmnop1234",
+        "sk-proj-Abc_def-1234567890",
+        "sk-ant-api03-AbCdEf_123-xyz",
+        "sk-abc***************wxyz",  # OpenAI's masked echo still shows a prefix
+        "gsk_0123456789abcdefABCDEF",
+        "xai-0123456789abcdef",
+    ],
+)
+def test_key_shaped_strings_are_removed_without_being_configured(key: str) -> None:
+    out = redact(f"Incorrect API key provided: {key}.")
+    assert key not in out and REDACTED in out
+    assert out.startswith("Incorrect API key provided: ")
+
+
+def test_bearer_tokens_and_url_credentials_are_removed() -> None:
+    text = "sent Authorization: Bearer abc.DEF-123_xyz to https://user:p4ss@gw.example/v1"
+    out = redact(text)
+    assert "abc.DEF-123_xyz" not in out and "p4ss" not in out
+    assert out == f"sent Authorization: Bearer {REDACTED} to https://{REDACTED}@gw.example/v1"
+
+
+def test_ordinary_words_survive() -> None:
+    text = "risk-assessment task-1234 desk-lamp: HTTP 429 rate limited, retry in 7 s"
+    assert redact(text, ["", None, "ab"]) == text  # empty and too-short values are ignored
+
+
+def test_redaction_is_idempotent() -> None:
+    once = redact("key sk-ant-api03-secretsecret and Bearer zzzzzzzz", ["secretsecret"])
+    assert redact(once, ["secretsecret"]) == once
+
+
+def test_secrets_from_env_reads_only_set_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VF_TEST_KEY_A", "value-a-123456")
+    monkeypatch.setenv("VF_TEST_KEY_EMPTY", "")
+    monkeypatch.delenv("VF_TEST_KEY_UNSET", raising=False)
+    names = ["VF_TEST_KEY_A", "VF_TEST_KEY_EMPTY", "VF_TEST_KEY_UNSET", None]
+    assert secrets_from_env(names) == ["value-a-123456"]
