@@ -24,6 +24,7 @@ Directives:
   think-only            reasoning only, no visible text, proper end
   error-mid-stream      two tokens, then an error inside the stream (Anthropic: overloaded)
   reject-P              answer 400 "Unsupported parameter: 'P'" to a request that has P
+  groq-usage            usage in the last chunk's x_groq object, as Groq sends it
 
 Run as a script (`python tests/fake_provider.py`) it serves until killed and prints its URL.
 The end of this module has the helpers tests use to point real adapters at it; the fixtures are
@@ -117,7 +118,7 @@ class Plan:
                 "error-mid-stream",
             ):
                 plan.mode = part
-            elif part in ("no-done", "no-done-hold"):
+            elif part in ("no-done", "no-done-hold", "groq-usage"):
                 plan.flags.add(part)
             elif head == "reject" and len(pieces) == 2:
                 plan.rejects.add(pieces[1])
@@ -233,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
         refused = sorted(plan.rejects & set(body))
         if refused:
             message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
+            if refused[0] == "max_tokens":
+                message += " Use 'max_completion_tokens' instead."  # as OpenAI says it
             self._json(400, dialect.error_body(400, message))
             return
         if plan.mode == "hang":
@@ -491,10 +494,23 @@ class _OpenAI:
 
     def stream_tail(self, body: dict[str, Any], count: int, plan: Plan) -> Iterator[bytes]:
         reason = "length" if plan.mode == "think-only" else "stop"
-        yield self._chunk(
-            self.model, [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}]
-        )
-        if (body.get("stream_options") or {}).get("include_usage"):
+        last = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}
+        if "groq-usage" in plan.flags:
+            usage = {"prompt_tokens": 12, "completion_tokens": count, "total_tokens": 12 + count}
+            yield _sse(
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "model": self.model,
+                    "choices": [last],
+                    "x_groq": {"id": "req_fake", "usage": usage},
+                }
+            )
+        else:
+            yield self._chunk(self.model, [last])
+        if (body.get("stream_options") or {}).get(
+            "include_usage"
+        ) and "groq-usage" not in plan.flags:
             completion = 16 if plan.mode == "think-only" else count
             yield self._chunk(
                 self.model,

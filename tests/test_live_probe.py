@@ -18,6 +18,7 @@ from tests.fake_provider import (
     model_for,
     provider_for,
 )
+from voicefallback.config import Provider
 from voicefallback.records import ERROR_KINDS
 
 pytest_plugins = ["tests.conftest_live"]
@@ -41,8 +42,8 @@ def test_healthy_probe_is_a_minimal_streaming_call(live: Rig, kind: str) -> None
     assert "temperature" not in body
     if kind == "openai":
         assert received.path == "/v1/chat/completions"
-        assert body["max_completion_tokens"] == 16  # reasoning models reject max_tokens
-        assert "max_tokens" not in body
+        # An OpenAI-compatible server (it has a base_url): the limit every such server knows.
+        assert body["max_tokens"] == 16 and "max_completion_tokens" not in body
         assert body["stream_options"] == {"include_usage": True}
         assert received.headers["authorization"] == f"Bearer {KEYS[kind]}"
     else:
@@ -261,19 +262,52 @@ def test_every_failure_kind_is_a_spec_kind(live: Rig, kind: str) -> None:
         assert not result.ok and result.error in ERROR_KINDS, (name, result)
 
 
-def test_refused_optional_parameters_are_dropped_once(live: Rig) -> None:
-    name = "reject-max_completion_tokens+reject-stream_options"
+def test_openai_itself_gets_max_completion_tokens(
+    fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No base_url: OpenAI itself, reached here through the SDK's own OPENAI_BASE_URL.
+    monkeypatch.setenv("OPENAI_BASE_URL", f"{fake_provider.url}/v1")
+    monkeypatch.setenv(KEY_ENV["openai"], KEYS["openai"])
+    provider = Provider(name="openai", type="openai", api_key_env=KEY_ENV["openai"])
+    adapter = make_adapter(provider)
+    try:
+        result = adapter.probe(model_for(provider, "ok"))
+        fallback = adapter.probe(model_for(provider, "reject-max_completion_tokens"))
+    finally:
+        adapter.close()
+
+    assert result.ok and fallback.ok
+    first, second, third = (r.body for r in fake_provider.received())
+    assert first["max_completion_tokens"] == 16 and "max_tokens" not in first
+    assert "temperature" not in first
+    assert "max_completion_tokens" in second  # refused ...
+    assert third["max_tokens"] == 16 and "max_completion_tokens" not in third  # ... swapped
+
+
+def test_refused_optional_parameters_are_swapped_or_dropped_once(live: Rig) -> None:
+    name = "reject-max_tokens+reject-stream_options"
     result, _ = live.probe("openai", name)
     assert result.ok
 
     first, second, third = (r.body for r in live.fake.received())
-    assert "max_completion_tokens" in first
-    assert "max_tokens" in second and "stream_options" in second
-    assert "max_tokens" in third and "stream_options" not in third
+    assert "max_tokens" in first
+    # Refused with "Unsupported parameter: 'max_tokens' ... Use 'max_completion_tokens'".
+    assert "max_completion_tokens" in second and "stream_options" in second
+    assert "max_completion_tokens" in third and "stream_options" not in third
 
     live.fake.clear()
     again, _ = live.probe("openai", name)
     assert again.ok and len(live.fake.received()) == 1  # remembered for this model
+
+
+def test_a_400_naming_no_optional_parameter_is_not_retried(live: Rig) -> None:
+    result, _ = live.probe("openai", "status-400")
+    assert result.error == "bad_request" and len(live.fake.received()) == 1
+
+
+def test_groq_usage_inside_x_groq_is_recorded(live: Rig) -> None:
+    result, _ = live.probe("openai", "groq-usage")
+    assert result.ok and (result.input_tokens, result.output_tokens) == (12, 7)
 
 
 @both

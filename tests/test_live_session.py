@@ -55,7 +55,7 @@ def test_opening_prompt_is_built_from_the_request(live: Rig, kind: str) -> None:
         system, user = body["messages"]
         assert system["role"] == "system" and user["role"] == "user"
         prompt = system["content"]
-        assert body["max_completion_tokens"] == 200
+        assert body["max_tokens"] == 200
     else:
         prompt = body["system"]
         assert [m["role"] for m in body["messages"]] == ["user"]

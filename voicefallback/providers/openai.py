@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from voicefallback.config import Provider
 from voicefallback.providers import live
@@ -16,8 +17,11 @@ class OpenAIAdapter(live.LiveAdapter):
     proper_end = "finish_reason"
 
     def __init__(self, provider: Provider) -> None:
-        # Optional parameters an endpoint refused, per model name: sent without them from then on.
-        self._legacy_max_tokens: set[str] = set()
+        # OpenAI's reasoning models want max_completion_tokens; many compatible servers know
+        # only max_tokens and would silently ignore the other (and answer at length).
+        self._limit_param = "max_completion_tokens" if _is_openai(provider) else "max_tokens"
+        # What an endpoint refused, per model name: sent differently from then on.
+        self._swapped_limit: set[str] = set()
         self._no_stream_options: set[str] = set()
         super().__init__(provider)
 
@@ -46,7 +50,7 @@ class OpenAIAdapter(live.LiveAdapter):
                 chunk = live.json_object(data)
                 if chunk.get("error"):
                     raise _stream_error(chunk["error"])
-                usage = chunk.get("usage")
+                usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
                 if usage:
                     call.tokens(usage.get("prompt_tokens"), usage.get("completion_tokens"))
                 for choice in chunk.get("choices") or ():
@@ -63,28 +67,28 @@ class OpenAIAdapter(live.LiveAdapter):
     async def _open(self, call: live.Call, messages: list[dict[str, str]], limit: int) -> Any:
         """Send the request; return the SDK's raw response once its headers are in.
 
-        An optional parameter the endpoint refuses (older OpenAI-compatible servers) is
-        dropped and the request sent again, once per parameter and model, within the deadline.
+        A parameter the endpoint refuses is swapped (the token limit) or dropped (usage
+        reporting) and the request sent again, once each per model, within the deadline.
         """
         import openai
 
         name = call.model.name
         while True:
             params: dict[str, Any] = {"model": name, "messages": messages, "stream": True}
-            if name in self._legacy_max_tokens:
-                params["max_tokens"] = limit
-            else:
-                params["max_completion_tokens"] = limit  # what reasoning models accept
+            limit_param = self._limit_param
+            if name in self._swapped_limit:
+                limit_param = _OTHER_LIMIT[limit_param]
+            params[limit_param] = limit
             if name not in self._no_stream_options:
                 params["stream_options"] = {"include_usage": True}
             create = self._client.chat.completions.with_streaming_response.create
             try:
                 return await create(**params, timeout=call.timeout_s).__aenter__()
             except openai.BadRequestError as exc:
-                refused = str(exc.message).lower()
-                if "max_completion_tokens" in refused and name not in self._legacy_max_tokens:
-                    self._legacy_max_tokens.add(name)
-                elif "stream_options" in refused and name not in self._no_stream_options:
+                refused = _refused_parameter(str(exc.message), params)
+                if refused == limit_param and name not in self._swapped_limit:
+                    self._swapped_limit.add(name)
+                elif refused == "stream_options" and name not in self._no_stream_options:
                     self._no_stream_options.add(name)
                 else:
                     raise
@@ -101,6 +105,26 @@ class OpenAIAdapter(live.LiveAdapter):
         if isinstance(body, str) and body.strip():
             return body.strip()
         return str(exc.message)
+
+
+_OTHER_LIMIT = {"max_completion_tokens": "max_tokens", "max_tokens": "max_completion_tokens"}
+_OPTIONAL = ("max_completion_tokens", "max_tokens", "stream_options")
+
+
+def _is_openai(provider: Provider) -> bool:
+    """OpenAI itself (or Azure OpenAI), rather than another OpenAI-compatible server."""
+    if not provider.base_url:
+        return True
+    host = urlsplit(provider.base_url).hostname or ""
+    return host == "api.openai.com" or host.endswith(".openai.azure.com")
+
+
+def _refused_parameter(message: str, params: Mapping[str, Any]) -> str | None:
+    """Which optional parameter a 400 refuses: the first one it names ("Unsupported
+    parameter: 'max_tokens' ... Use 'max_completion_tokens' instead")."""
+    lowered = message.lower()
+    named = [(lowered.find(p), p) for p in _OPTIONAL if p in params and p in lowered]
+    return min(named)[1] if named else None
 
 
 def _stream_error(error: Any) -> live.StreamError:
