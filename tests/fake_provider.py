@@ -25,6 +25,7 @@ Directives:
   error-mid-stream      two tokens, then an error inside the stream (Anthropic: overloaded)
   reject-P              answer 400 "Unsupported parameter: 'P'" to a request that has P
   groq-usage            usage in the last chunk's x_groq object, as Groq sends it
+  cut-after-end         a complete stream, then a reset instead of the end of the body
 
 Run as a script (`python tests/fake_provider.py`) it serves until killed and prints its URL.
 The end of this module has the helpers tests use to point real adapters at it; the fixtures are
@@ -118,7 +119,7 @@ class Plan:
                 "error-mid-stream",
             ):
                 plan.mode = part
-            elif part in ("no-done", "no-done-hold", "groq-usage"):
+            elif part in ("no-done", "no-done-hold", "groq-usage", "cut-after-end"):
                 plan.flags.add(part)
             elif head == "reject" and len(pieces) == 2:
                 plan.rejects.add(pieces[1])
@@ -318,6 +319,9 @@ class _Handler(BaseHTTPRequestHandler):
                     self._chunk(event)
             if "no-done-hold" in plan.flags:
                 self._hold()
+                return
+            if "cut-after-end" in plan.flags:
+                self._reset()
                 return
             self._end()
         except OSError:

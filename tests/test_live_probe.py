@@ -207,6 +207,12 @@ def test_openai_stream_without_done_line_is_a_success_without_waiting(live: Rig,
 
 
 @both
+def test_a_drop_after_the_proper_end_still_counts_as_complete(live: Rig, kind: str) -> None:
+    result, _ = live.probe(kind, "cut-after-end")
+    assert result.ok and result.output_tokens == 7
+
+
+@both
 def test_reasoning_without_visible_text_is_a_success_without_ttft(live: Rig, kind: str) -> None:
     result, _ = live.probe(kind, "think-only")
 

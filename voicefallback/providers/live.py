@@ -40,6 +40,7 @@ OPENING_CUE = "(The candidate has joined the call.)"
 TAIL_GRACE_S = 0.25
 # How long past its deadline a caller waits for a stuck loop before reporting a timeout anyway.
 GUARD_MARGIN_S = 2.0
+BUILD_TIMEOUT_S = 60.0  # building a client makes no network call; this only guards a stuck loop
 MESSAGE_LIMIT = 300
 SENT_AT = "voicefallback.sent_at"
 _ROUTING_KEYS = ("primary", "fallbacks", "fallback")
@@ -90,7 +91,7 @@ class LiveAdapter:
             return  # missing_key for every call, and no client that would fail
         self._loop = EventLoop(f"voicefallback-{provider.name}")
         try:
-            self._client = self._loop.run(self._build(key))
+            self._client = self._loop.run(self._build(key), BUILD_TIMEOUT_S)
         except Exception as exc:
             self._unusable = Failure("bad_request", f"cannot build the {self.sdk} client: {exc}")
 
@@ -158,13 +159,24 @@ class LiveAdapter:
                 return call.success()  # only the grace period for trailing bytes ran out
             return call.failure(call.timed_out())
         except Exception as exc:  # nothing escapes as a traceback
+            if call.complete and self._is_drop(exc):
+                return call.success()  # the answer had ended properly; only the tail was lost
             return call.failure(self._classify(exc, call))
         return call.success()
+
+    def _is_drop(self, exc: Exception) -> bool:
+        """A network failure (not a timeout): the connection broke or could not be made."""
+        import httpx2
+
+        _, timeout_error, connection_error = self._errors()
+        if isinstance(exc, (timeout_error, httpx2.TimeoutException, TimeoutError)):
+            return False
+        return isinstance(exc, (connection_error, httpx2.TransportError, OSError))
 
     def _classify(self, exc: Exception, call: Call) -> Failure:
         import httpx2
 
-        status_error, timeout_error, connection_error = self._errors()
+        status_error, timeout_error, _ = self._errors()
         if isinstance(exc, Incomplete):
             return Failure("bad_response", f"stream ended without {self.proper_end} (truncated)")
         if isinstance(exc, StreamError):
@@ -177,7 +189,7 @@ class LiveAdapter:
             )
         if isinstance(exc, (timeout_error, httpx2.TimeoutException, TimeoutError)):
             return call.timed_out()
-        if isinstance(exc, (connection_error, httpx2.TransportError, OSError)):
+        if self._is_drop(exc):
             # Dropped before the response headers: the connection; after them: a broken answer.
             if call.headers:
                 return Failure("bad_response", f"connection dropped mid-stream: {describe(exc)}")
