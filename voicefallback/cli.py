@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -28,8 +29,8 @@ ConfigOption = Annotated[
     Optional[Path],
     typer.Option(
         "--config",
-        help="models.toml to use [env: VOICEFALLBACK_CONFIG; default: ./models.toml, "
-        "else the user config dir].",
+        help="models.toml to use (env: VOICEFALLBACK_CONFIG; default: ./models.toml, "
+        "else the user config dir).",
         show_default=False,
         dir_okay=False,
     ),
@@ -38,7 +39,7 @@ DbOption = Annotated[
     Optional[Path],
     typer.Option(
         "--db",
-        help="State file [env: VOICEFALLBACK_DB; default: the user state dir].",
+        help="State file (env: VOICEFALLBACK_DB; default: the user state dir).",
         show_default=False,
         dir_okay=False,
     ),
@@ -51,7 +52,7 @@ ModeOption = Annotated[
     typer.Option(
         "--mode",
         help="stub (deterministic fake calls) or live (real provider calls) "
-        "[env: VOICEFALLBACK_MODE; default: settings.mode].",
+        "(env: VOICEFALLBACK_MODE; default: settings.mode).",
         show_default=False,
     ),
 ]
@@ -64,6 +65,22 @@ ModelsArgument = Annotated[
         help="Model ids (PROVIDER:MODEL); default: every registered model.", show_default=False
     ),
 ]
+RequireOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--require",
+        metavar="MODEL_ID",
+        help="Exit 1 if this model is not healthy, whatever the others are; repeat for more "
+        "(a CI gate on the primary).",
+        show_default=False,
+    ),
+]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+    prometheus = "prometheus"
 
 
 def _version(value: bool) -> None:
@@ -107,6 +124,20 @@ def _select(registry: Registry, ids: list[str] | None) -> list[Model]:
     return [registry.require(model_id, "MODEL_ID") for model_id in dict.fromkeys(ids)]
 
 
+def _select_with(registry: Registry, ids: list[str] | None, required: list[str]) -> list[Model]:
+    """The listed models (default: all), plus every --require model not among them."""
+    selected = _select(registry, ids)
+    extra = [registry.require(m, "--require") for m in required]
+    return selected + [m for m in extra if m not in selected]
+
+
+def _gate_failed(rows: list[dict[str, Any]], check: bool, required: list[str]) -> bool:
+    """--check: any listed model not healthy; --require: any required model not healthy."""
+    if check and not all(row["ok"] for row in rows):
+        return True
+    return any(row["model"] in required and not row["ok"] for row in rows)
+
+
 @app.command()
 def probe(
     models: ModelsArgument = None,
@@ -115,37 +146,128 @@ def probe(
     mode: ModeOption = None,
     json: JsonOption = False,
     check: CheckOption = False,
+    require: RequireOption = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print nothing when all is well; one line on stderr per model whose status "
+            "changed (for cron mail).",
+        ),
+    ] = False,
+    every: Annotated[
+        Optional[str],
+        typer.Option(
+            "--every",
+            metavar="SECONDS",
+            help="Keep probing on this interval (seconds, or 30s, 5m, 1h) until Ctrl-C or "
+            "SIGTERM, then exit 0.",
+            show_default=False,
+        ),
+    ] = None,
+    textfile: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--textfile",
+            help="Also write every model's health in Prometheus text format to this file, "
+            "atomically (for node_exporter's textfile collector).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="How long to wait while another probe holds the state file, before exit 75.",
+        ),
+    ] = 10.0,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Models probed at once.")
     ] = 16,
 ) -> None:
     """Probe models now and record the results.
 
-    Example: voicefallback probe --json
+    Example: voicefallback probe --quiet --textfile /var/lib/node_exporter/voicefallback.prom
     """
     from voicefallback import output
+    from voicefallback.durations import parse_duration
     from voicefallback.health import status_of
-    from voicefallback.probing import probe_and_record
+    from voicefallback.probing import probe_run
     from voicefallback.records import utcnow
 
+    required = list(require or [])
     with _domain_errors():
+        if quiet and json:
+            raise InputError("--quiet and --json: choose one")
+        interval = parse_duration(every, "--every") if every is not None else None
+        if interval is not None and (check or required):
+            raise InputError("--every: cannot gate an exit code (--check, --require) on a loop")
         registry = _registry(config)
-        selected = _select(registry, models)
+        selected = _select_with(registry, models, required)
         chosen_mode = resolve_mode(mode, registry)
+        state = db_path(db)
+        if textfile is not None:
+            from voicefallback.metrics import check_textfile_target
+
+            check_textfile_target(textfile)
+    by_id = {m.id: m for m in selected}
+    progress = not json and not quiet and len(selected) > 1 and sys.stdout.isatty()
+
+    def one_round() -> dict[str, Any]:
         started = utcnow()
-        recorded = probe_and_record(selected, db_path(db), chosen_mode, concurrency)
+        with output.probe_progress(len(selected)) if progress else nullcontext() as on_result:
+            probed = probe_run(
+                selected,
+                state,
+                chosen_mode,
+                concurrency,
+                lock_wait_s=lock_timeout,
+                on_result=on_result,
+            )
         now = utcnow()
-        by_id = {m.id: m for m in selected}
         rows = [
-            (by_id[r.model], r, status_of(s, by_id[r.model].thresholds, now)) for r, s in recorded
+            (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
+            for p in probed
         ]
         document = output.probe_json(started, chosen_mode, rows)
-    if json:
-        print_json(document)
-    else:
-        output.print_probe_table(document)
-    if check and not all(row["ok"] for row in document["results"]):
-        raise typer.Exit(1)
+        if textfile is not None:
+            _write_textfile(textfile, registry, state)
+        if json:
+            print_json(document)
+        elif quiet:
+            for line in output.status_change_lines(probed):
+                output.print_notice(line)
+        else:
+            output.print_probe_table(document)
+        return document
+
+    if interval is None:
+        with _domain_errors():
+            document = one_round()
+        if _gate_failed(document["results"], check, required):
+            raise typer.Exit(1)
+        return
+    from voicefallback.repeat import repeat_every, sigterm_interrupts
+
+    with _domain_errors(), sigterm_interrupts():
+        rounds = repeat_every(interval, one_round, lambda exc: print_error(str(exc)))
+    if not quiet and not json:
+        output.print_notice(f"stopped after {rounds} rounds")
+
+
+def _write_textfile(path: Path, registry: Registry, state: Path) -> None:
+    """Prometheus text for every registered model, not only the ones just probed."""
+    from voicefallback.metrics import prometheus_text, write_textfile
+    from voicefallback.records import utcnow
+    from voicefallback.reports import health_report
+    from voicefallback.stats import Window
+
+    report = health_report(registry.models, state, Window(), utcnow(), with_event_counts=True)
+    write_textfile(path, prometheus_text(report))
 
 
 @app.command()
@@ -155,33 +277,114 @@ def health(
     db: DbOption = None,
     json: JsonOption = False,
     check: CheckOption = False,
+    require: RequireOption = None,
+    output_format: Annotated[
+        Optional[OutputFormat],
+        typer.Option(
+            "--format",
+            help="table (default), json (same as --json) or prometheus (text format for scraping).",
+            show_default=False,
+        ),
+    ] = None,
+    window: Annotated[
+        int,
+        typer.Option(
+            "--window",
+            min=1,
+            metavar="N",
+            help="Success rate and p50/p95 TTFT cover at most the last N probes of each model...",
+        ),
+    ] = 20,
+    span: Annotated[
+        str,
+        typer.Option(
+            "--span",
+            metavar="DURATION",
+            help="...and only probes within this span before now (e.g. 30m, 24h, 7d).",
+        ),
+    ] = "24h",
+    history: Annotated[
+        Optional[str],
+        typer.Option(
+            "--history",
+            metavar="MODEL_ID",
+            help="Instead, list this model's recent probes and status changes, newest first.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        Optional[int],
+        typer.Option(
+            "--limit",
+            min=1,
+            help="With --history: at most this many probes and status changes (default: 20).",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        Optional[str],
+        typer.Option(
+            "--since",
+            help="With --history: only what happened at or after this ISO-8601 time, or "
+            "within this span (e.g. 1h, 7d).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Show each model's latest health, without calling any provider.
+    """Show each model's health and what it rests on, without calling any provider.
 
-    Example: voicefallback health --check openai:gpt-4o-mini
+    Example: voicefallback health --require openai:gpt-4o-mini --json
     """
     from voicefallback import output
-    from voicefallback.health import status_of
+    from voicefallback.durations import parse_duration, parse_since
     from voicefallback.records import utcnow
-    from voicefallback.store import Store
+    from voicefallback.reports import health_report, model_history
+    from voicefallback.stats import Window
 
+    required = list(require or [])
     with _domain_errors():
+        if json and output_format not in (None, OutputFormat.json):
+            raise InputError(f"--json and --format {output_format.value}: choose one")
+        fmt = output_format or (OutputFormat.json if json else OutputFormat.table)
+        recent = Window(calls=window, span_s=parse_duration(span, "--span"))
+        if history is None and (limit is not None or since is not None):
+            raise InputError("--limit and --since go with --history MODEL_ID")
         registry = _registry(config)
-        selected = _select(registry, models)
-        with Store.open(db_path(db), write=False) as store:
-            snapshots = store.snapshots(m.id for m in selected)
         now = utcnow()
-        document = output.health_json(
-            [
-                (m, snapshots.get(m.id), status_of(snapshots.get(m.id), m.thresholds, now))
-                for m in selected
-            ]
-        )
-    if json:
+        if history is not None:
+            if models or required:
+                raise InputError("--history: shows one model; drop the MODEL_ID arguments")
+            if fmt is OutputFormat.prometheus:
+                raise InputError("--history: use --json or the table, not --format prometheus")
+            model = registry.require(history, "--history")
+            since_at = parse_since(since, now) if since is not None else None
+            past = model_history(
+                model, db_path(db), limit=limit or 20, since=since_at, window=recent, now=now
+            )
+            document = output.history_json(past)
+            rows = [document]
+        else:
+            selected = _select_with(registry, models, required)
+            report = health_report(
+                selected,
+                db_path(db),
+                recent,
+                now,
+                with_event_counts=fmt is OutputFormat.prometheus,
+            )
+            document = output.health_json(report)
+            rows = document["models"]
+    if fmt is OutputFormat.prometheus:
+        from voicefallback.metrics import prometheus_text
+
+        sys.stdout.write(prometheus_text(report))
+    elif fmt is OutputFormat.json:
         print_json(document)
+    elif history is not None:
+        output.print_history(document)
     else:
         output.print_health_table(document)
-    if check and not all(row["ok"] for row in document["models"]):
+    if _gate_failed(rows, check, required):
         raise typer.Exit(1)
 
 
@@ -298,6 +501,57 @@ def fallbacks(
         print_json(document)
     else:
         output.print_events_table(document)
+
+
+@app.command()
+def init(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Write a commented starter models.toml (stub mode); never overwrites a file.
+
+    It goes to --config, else VOICEFALLBACK_CONFIG, else the user config dir, where every
+    command finds it.
+
+    Example: voicefallback init --config ./models.toml
+    """
+    from voicefallback import output
+    from voicefallback.starter import starter_path, write_starter
+
+    with _domain_errors():
+        written = write_starter(starter_path(config))
+        document = output.init_json(written, db_path(db))
+    if json:
+        print_json(document)
+    else:
+        output.print_init(document)
+
+
+@app.command("models")
+def list_models(
+    config: ConfigOption = None,
+    db: DbOption = None,
+    mode: ModeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """List the registry in order of preference, with each model's status.
+
+    Example: voicefallback models --json
+    """
+    from voicefallback import output
+    from voicefallback.records import utcnow
+    from voicefallback.reports import model_statuses
+
+    with _domain_errors():
+        registry = _registry(config)
+        chosen_mode = resolve_mode(mode, registry)
+        rows = model_statuses(registry.models, db_path(db), utcnow())
+        document = output.models_json(registry, chosen_mode, rows)
+    if json:
+        print_json(document)
+    else:
+        output.print_models_table(document)
 
 
 def main() -> None:

@@ -25,3 +25,9 @@ class NoModelAvailable(VoicefallbackError):
     """`start` found no candidate it could start a session on."""
 
     exit_code = 1
+
+
+class ProbeBusy(VoicefallbackError):
+    """Another `probe` holds the state file's probe lock; try again later."""
+
+    exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary condition, retrying may work

@@ -79,3 +79,13 @@ def status_of(snapshot: Snapshot | None, limits: Thresholds, now: datetime) -> s
 def needs_probe(status: str) -> bool:
     """`start` probes these just in time before judging them."""
     return status in ("stale", "unknown")
+
+
+def is_news(previous: str | None, current: str | None) -> bool:
+    """Whether a change of recorded verdict is worth a line in cron mail (`probe --quiet`).
+
+    A model seen for the first time and found healthy is not news; everything else is.
+    """
+    if previous == current:
+        return False
+    return not (previous is None and current == "healthy")

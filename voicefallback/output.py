@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicefallback.config import Model
-from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, iso
+from voicefallback.config import Model, Registry
+from voicefallback.durations import format_age, format_span
+from voicefallback.records import FallbackEvent, ProbeResult, StatusChange, iso, parse_iso
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from voicefallback.probing import ProbedModel
+    from voicefallback.reports import HealthReport, ModelHealth, ModelHistory
     from voicefallback.sessions import StartOutcome
 
 STATUS_STYLE = {
@@ -45,8 +51,12 @@ def _time(moment: datetime | None) -> str | None:
 # -- JSON documents ---------------------------------------------------------------------
 
 
+def _ms_between(earlier: datetime, later: datetime) -> int:
+    return max(0, round((later - earlier).total_seconds() * 1000))
+
+
 def probe_json(
-    probed_at: datetime, mode: str, results: Sequence[tuple[Model, ProbeResult, str]]
+    probed_at: datetime, mode: str, results: Sequence[tuple[Model, ProbedModel, str]]
 ) -> dict[str, Any]:
     return {
         "probedAt": iso(probed_at),
@@ -57,33 +67,124 @@ def probe_json(
                 "provider": model.provider.name,
                 "ok": status == "healthy",
                 "status": status,
-                "latencyMs": result.latency_ms,
-                "ttftMs": result.ttft_ms,
-                "error": result.error,
-                "stub": result.stub,
+                "latencyMs": probed.result.latency_ms,
+                "ttftMs": probed.result.ttft_ms,
+                "error": probed.result.error,
+                "stub": probed.result.stub,
             }
-            for model, result, status in results
+            for model, probed, status in results
         ],
     }
 
 
-def health_json(rows: Sequence[tuple[Model, Snapshot | None, str]]) -> dict[str, Any]:
-    return {"models": [health_row(model, snapshot, status) for model, snapshot, status in rows]}
+def health_json(report: HealthReport) -> dict[str, Any]:
+    return {
+        "models": [health_row(row, report.at) for row in report.models],
+        "window": {
+            "probes": report.window.calls,
+            "spanMs": round(report.window.span_s * 1000),
+            "since": iso(report.window.since(report.at)),
+        },
+        "generatedAt": iso(report.at),
+    }
 
 
-def health_row(model: Model, snapshot: Snapshot | None, status: str) -> dict[str, Any]:
+def health_row(row: ModelHealth, now: datetime) -> dict[str, Any]:
+    model, snapshot, recent, failure = row.model, row.snapshot, row.recent, row.last_failure
     return {
         "model": model.id,
         "provider": model.provider.name,
-        "ok": status == "healthy",
-        "status": status,
+        "ok": row.status == "healthy",
+        "status": row.status,
         "latencyMs": snapshot.latency_ms if snapshot else None,
         "ttftMs": snapshot.ttft_ms if snapshot else None,
         "lastCheckedAt": _time(snapshot.last_checked_at) if snapshot else None,
         "consecutiveFailures": snapshot.consecutive_failures if snapshot else 0,
         "lastError": snapshot.last_error if snapshot else None,
         "stub": snapshot.stub if snapshot else None,
+        # Beyond SPEC: what the verdict rests on.
+        "statusSince": _time(row.status_since),
+        "recent": {
+            "probes": recent.calls,
+            "successes": recent.successes,
+            "successRate": recent.success_rate,
+            "ttftP50Ms": recent.ttft_p50_ms,
+            "ttftP95Ms": recent.ttft_p95_ms,
+        },
+        "lastFailure": None
+        if failure is None
+        else {
+            "at": iso(failure.at),
+            "ageMs": _ms_between(failure.at, now),
+            "error": failure.error,
+            "message": failure.message,
+            "httpStatus": failure.http_status,
+        },
     }
+
+
+def call_json(call: ProbeResult) -> dict[str, Any]:
+    return {
+        "at": iso(call.at),
+        "kind": call.kind,
+        "ok": call.ok,
+        "latencyMs": call.latency_ms,
+        "ttftMs": call.ttft_ms,
+        "error": call.error,
+        "message": call.message,
+        "httpStatus": call.http_status,
+        "stub": call.stub,
+    }
+
+
+def change_json(change: StatusChange) -> dict[str, Any]:
+    return {
+        "at": iso(change.at),
+        "from": change.from_status,
+        "to": change.to_status,
+        "error": change.error,
+    }
+
+
+def history_json(history: ModelHistory) -> dict[str, Any]:
+    document = health_row(history.health, history.at)
+    document["generatedAt"] = iso(history.at)
+    document["limit"] = history.limit
+    document["since"] = _time(history.since)
+    document["probes"] = [call_json(c) for c in history.calls]
+    document["statusChanges"] = [change_json(c) for c in history.changes]
+    return document
+
+
+def models_json(registry: Registry, mode: str, rows: Sequence[tuple[Model, str]]) -> dict[str, Any]:
+    return {
+        "config": str(registry.path),
+        "mode": mode,
+        "models": [
+            {
+                "model": model.id,
+                "provider": model.provider.name,
+                "providerType": model.provider.type,
+                "name": model.name,
+                "baseUrl": model.provider.base_url,
+                "apiKeyEnv": model.provider.api_key_env,
+                "apiKeySet": bool(model.provider.api_key_env)
+                and bool(os.environ.get(model.provider.api_key_env or "")),
+                "ok": status == "healthy",
+                "status": status,
+                "ttftBudgetMs": model.thresholds.ttft_budget_ms,
+                "timeoutMs": round(model.thresholds.timeout_s * 1000),
+                "staleAfterMs": round(model.thresholds.stale_after_s * 1000),
+                "failAfter": model.thresholds.fail_after,
+                "recoverAfter": model.thresholds.recover_after,
+            }
+            for model, status in rows
+        ],
+    }
+
+
+def init_json(config: Path, db: Path) -> dict[str, Any]:
+    return {"config": str(config), "created": True, "db": str(db)}
 
 
 def start_json(outcome: StartOutcome) -> dict[str, Any]:
@@ -166,25 +267,166 @@ def print_probe_table(document: dict[str, Any]) -> None:
     _console().print(table)
 
 
+def _age(moment: str | None, now: str) -> str:
+    """How long before `now` an ISO time was, for people."""
+    if moment is None:
+        return "-"
+    return format_age((parse_iso(now) - parse_iso(moment)).total_seconds())
+
+
+def _percentiles(recent: dict[str, Any]) -> str:
+    if recent["ttftP50Ms"] is None:
+        return "-"
+    return f"{recent['ttftP50Ms']}/{recent['ttftP95Ms']} ms"
+
+
+def _success(recent: dict[str, Any]) -> str:
+    if not recent["probes"]:
+        return "-"
+    return f"{round(recent['successRate'] * 100)}% of {recent['probes']}"
+
+
+def _last_failure(failure: dict[str, Any] | None) -> str:
+    if failure is None:
+        return ""
+    return f"{failure['error']} {format_age(failure['ageMs'] / 1000)} ago"
+
+
 def print_health_table(document: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title="health")
-    for column in ("model", "status", "TTFT", "latency", "last checked", "failures", "last error"):
-        table.add_column(
-            column, justify="right" if column in ("TTFT", "latency", "failures") else "left"
-        )
+    window = document["window"]
+    now = document["generatedAt"]
+    table = Table(
+        title=f"health (recent: last {window['probes']} probes within "
+        f"{format_span(window['spanMs'] / 1000)})"
+    )
+    # The model and its status never wrap; the evidence columns give way on a narrow terminal.
+    table.add_column("model", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("for", "TTFT", "p50/p95", "success", "checked", "fails"):
+        table.add_column(column, justify="right")
+    table.add_column("last error")
     for row in document["models"]:
+        checked = row["lastCheckedAt"]
         table.add_row(
             row["model"],
             _status(row["status"]),
+            _age(row["statusSince"], now),
             _ms(row["ttftMs"]),
-            _ms(row["latencyMs"]),
-            row["lastCheckedAt"] or "never",
+            _percentiles(row["recent"]),
+            _success(row["recent"]),
+            f"{_age(checked, now)} ago" if checked else "never",
             str(row["consecutiveFailures"]),
-            row["lastError"] or "",
+            _last_failure(row["lastFailure"]),
         )
     _console().print(table)
+
+
+def print_history(document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    now = document["generatedAt"]
+    console = _console()
+    since = f" for {_age(document['statusSince'], now)}" if document["statusSince"] else ""
+    console.print(f"[bold]{document['model']}[/]: {_status(document['status'])}{since}")
+    changes = Table(title="status changes (newest first)")
+    for column in ("at", "from", "to", "error"):
+        changes.add_column(column)
+    for change in document["statusChanges"]:
+        changes.add_row(
+            change["at"],
+            _status(change["from"]) if change["from"] else "-",
+            _status(change["to"]),
+            change["error"] or "",
+        )
+    console.print(changes)
+    probes = Table(title="probes (newest first)")
+    for column in ("at", "kind", "result", "TTFT", "latency", "message"):
+        probes.add_column(column, justify="right" if column in ("TTFT", "latency") else "left")
+    for call in document["probes"]:
+        probes.add_row(
+            call["at"],
+            call["kind"],
+            "[green]ok[/]" if call["ok"] else f"[red]{call['error']}[/]",
+            _ms(call["ttftMs"]),
+            _ms(call["latencyMs"]),
+            call["message"] or "",
+        )
+    console.print(probes)
+
+
+def print_models_table(document: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"models in {document['config']} ({document['mode']} mode)")
+    table.add_column("#", justify="right")
+    table.add_column("model", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("TTFT budget", justify="right")
+    table.add_column("key", no_wrap=True)
+    for number, row in enumerate(document["models"], start=1):
+        key = row["apiKeyEnv"] or "-"
+        if row["apiKeyEnv"] and not row["apiKeySet"]:
+            key += " [yellow]unset[/]"
+        table.add_row(
+            str(number),
+            row["model"],
+            _status(row["status"]),
+            _ms(row["ttftBudgetMs"]),
+            key,
+        )
+    _console().print(table)
+
+
+def print_init(document: dict[str, Any]) -> None:
+    config = document["config"]
+    lines = [
+        f"wrote a starter registry to {config}",
+        "next, in stub mode (no keys, no network):",
+        f"  voicefallback probe --config {config}",
+        f"  voicefallback start --config {config} --simulation-id demo --primary openai:gpt-4o",
+        'then set mode = "live" in it and export the API key variables it names.',
+    ]
+    _console().print("\n".join(lines), markup=False)
+
+
+def status_change_lines(results: Iterable[ProbedModel]) -> list[str]:
+    """`probe --quiet`: one line per model whose recorded verdict changed in a way worth mail."""
+    from voicefallback.health import is_news
+
+    lines = []
+    for probed in results:
+        before = probed.before.last_status if probed.before else None
+        after = probed.after.last_status
+        if is_news(before, after):
+            error = f" ({probed.result.error})" if probed.result.error else ""
+            lines.append(f"{probed.result.model}: {before or 'new'} -> {after}{error}")
+    return lines
+
+
+def print_notice(message: str) -> None:
+    """One line on stderr that is not an error (status changes, a loop stopping)."""
+    sys.stderr.write(f"voicefallback: {message}\n")
+    sys.stderr.flush()
+
+
+@contextmanager
+def probe_progress(total: int) -> Iterator[Callable[[ProbeResult], None]]:
+    """A transient progress bar on the terminal; yields the callback each finished probe calls."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("probing {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_console(),
+        transient=True,
+    )
+    with progress:
+        task = progress.add_task(f"{total} models", total=total)
+        yield lambda result: progress.advance(task)
 
 
 def print_start_panel(document: dict[str, Any]) -> None:

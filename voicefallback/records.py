@@ -111,3 +111,14 @@ class FallbackEvent:
     candidates: list[Candidate] = field(default_factory=list)
     error: str | None = None
     id: int | None = None  # assigned by the store
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A model's recorded verdict changed with one call (from_status None: first verdict)."""
+
+    model: str
+    at: datetime
+    from_status: str | None
+    to_status: str
+    error: str | None = None  # the call's error kind, when it failed

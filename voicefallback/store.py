@@ -27,6 +27,7 @@ from voicefallback.records import (
     FallbackEvent,
     ProbeResult,
     Snapshot,
+    StatusChange,
     iso,
     parse_iso,
     utcnow,
@@ -108,7 +109,30 @@ def _m001_initial(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["at"], index_name="events_at")
 
 
-MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (_m001_initial,)
+def _m002_operations(db: sqlite_utils.Database) -> None:
+    """What `health` explains itself with, kept cheap to read on a large file."""
+    # One row per change of a model's recorded verdict, so history needs no replay.
+    db.execute(
+        "CREATE TABLE status_changes (id INTEGER PRIMARY KEY, model TEXT NOT NULL,"
+        " at TEXT NOT NULL, from_status TEXT, to_status TEXT NOT NULL, error TEXT)"
+    )
+    db.execute("CREATE INDEX status_changes_model_at ON status_changes (model, at)")
+    db.execute(
+        "INSERT INTO status_changes (model, at, from_status, to_status, error)"
+        " SELECT model, status_since, NULL, last_status, last_error FROM snapshots"
+        " WHERE last_status IS NOT NULL AND status_since IS NOT NULL"
+    )
+    # "Last error and its age" without walking a model's successes.
+    db.execute("CREATE INDEX probes_failures ON probes (model, at) WHERE ok = 0")
+    # Monotonic counters for Prometheus: pruning events never makes them go down.
+    db.execute("CREATE TABLE event_counts (reason TEXT PRIMARY KEY, count INTEGER NOT NULL)")
+    db.execute("INSERT INTO event_counts SELECT reason, count(*) FROM events GROUP BY reason")
+
+
+MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
+    _m001_initial,
+    _m002_operations,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -243,9 +267,21 @@ class Store:
                         snapshot.last_status,
                     ),
                 )
+                if previous is None or previous.last_status != snapshot.last_status:
+                    conn.execute(
+                        "INSERT INTO status_changes (model, at, from_status, to_status, error)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (
+                            result.model,
+                            iso(result.at),
+                            previous.last_status if previous else None,
+                            snapshot.last_status,
+                            snapshot.last_error,
+                        ),
+                    )
                 updated.append((result, snapshot))
             if event is not None:
-                conn.execute(
+                inserted = conn.execute(
                     "INSERT OR IGNORE INTO events (uid, at, simulation_id, primary_model, chosen,"
                     " reason, fallback_source, candidates, error)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -261,6 +297,12 @@ class Store:
                         event.error,
                     ),
                 )
+                if inserted.rowcount == 1:  # a retried write of the same event counts once
+                    conn.execute(
+                        "INSERT INTO event_counts (reason, count) VALUES (?, 1)"
+                        " ON CONFLICT (reason) DO UPDATE SET count = count + 1",
+                        (event.reason,),
+                    )
         return updated
 
     # -- reads --------------------------------------------------------------------------
@@ -346,6 +388,83 @@ class Store:
             yield
         except sqlite3.Error as exc:
             raise _state_error(self.path, exc, action) from None
+
+    # -- reads for health explanations, history and metrics -------------------------------
+    # Each one walks an index backwards under a LIMIT, or reads a table of a few rows, so its
+    # cost does not grow with the history (tests/test_operations_store.py checks the plans).
+
+    def recent_calls(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[ProbeResult]:
+        """A model's calls (probes and session openings), newest first."""
+        if self._conn is None:
+            return []
+        sql = "SELECT * FROM probes WHERE model = ?"
+        params: list[str | int] = [model]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._guard("read"):
+            rows = self._conn.execute(sql, params).fetchall()
+        return [_call_from_row(row) for row in rows]
+
+    def last_failure(self, model: str) -> ProbeResult | None:
+        """The model's most recent failed call, however long ago."""
+        if self._conn is None:
+            return None
+        # Served by the partial index probes_failures (schema 2), whatever the successes.
+        with self._guard("read"):
+            row = self._conn.execute(
+                "SELECT * FROM probes WHERE model = ? AND ok = 0 ORDER BY at DESC, id DESC LIMIT 1",
+                (model,),
+            ).fetchone()
+        return _call_from_row(row) if row else None
+
+    def status_changes(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[StatusChange]:
+        """Changes of the model's recorded verdict, newest first."""
+        if self._conn is None or self._schema_version() < 2:
+            return []
+        sql = "SELECT * FROM status_changes WHERE model = ?"
+        params: list[str | int] = [model]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._guard("read"):
+            rows = self._conn.execute(sql, params).fetchall()
+        return [
+            StatusChange(
+                model=row["model"],
+                at=parse_iso(row["at"]),
+                from_status=row["from_status"],
+                to_status=row["to_status"],
+                error=row["error"],
+            )
+            for row in rows
+        ]
+
+    def event_counts(self) -> dict[str, int]:
+        """Fallback events ever recorded, by reason (not lowered by pruning events)."""
+        if self._conn is None:
+            return {}
+        if self._schema_version() >= 2:
+            sql = "SELECT reason, count FROM event_counts"
+        else:
+            sql = "SELECT reason, count(*) FROM events GROUP BY reason"
+        with self._guard("read"):
+            rows = self._conn.execute(sql).fetchall()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def _schema_version(self) -> int:
+        if self._conn is None:
+            return 0
+        with self._guard("read"):
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
@@ -456,6 +575,24 @@ def _snapshot_from_row(row: sqlite3.Row) -> Snapshot:
         stub=bool(row["stub"]),
         status_since=parse_iso(row["status_since"]) if row["status_since"] else None,
         last_status=row["last_status"],
+    )
+
+
+def _call_from_row(row: sqlite3.Row) -> ProbeResult:
+    return ProbeResult(
+        model=row["model"],
+        ok=bool(row["ok"]),
+        at=parse_iso(row["at"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        error=row["error"],
+        message=row["message"],
+        http_status=row["http_status"],
+        retry_after_s=row["retry_after_s"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        stub=bool(row["stub"]),
+        kind=row["kind"],
     )
 
 

@@ -1,0 +1,49 @@
+"""What would be published: complete metadata, one version, and a CI step that tests the wheel."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from typer.testing import CliRunner
+
+import voicefallback
+from tests.conftest import REPO
+from voicefallback.cli import app
+
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def test_metadata_is_complete_for_publishing():
+    assert PROJECT["license"] == "MIT" and (REPO / "LICENSE").is_file()
+    assert "MIT License" in (REPO / "LICENSE").read_text()
+    assert PROJECT["authors"] and PROJECT["keywords"]
+    assert PROJECT["readme"] == "README.md" and PROJECT["description"]
+    assert {"Homepage", "Source", "Issues"} <= set(PROJECT["urls"])
+    classifiers = PROJECT["classifiers"]
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert "Typing :: Typed" in classifiers and (REPO / "voicefallback" / "py.typed").exists()
+    # A license expression and a License :: classifier together are refused by PyPI tools.
+    assert not any(c.startswith("License ::") for c in classifiers)
+    assert PROJECT["scripts"] == {"voicefallback": "voicefallback.cli:main"}
+
+
+def test_the_version_is_written_in_one_place():
+    assert "version" not in PROJECT and PROJECT["dynamic"] == ["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+(?:[ab]\d+|rc\d+)?", voicefallback.__version__)
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout == f"voicefallback {voicefallback.__version__}\n"
+
+
+def test_ci_builds_the_wheel_and_runs_it_like_a_new_user():
+    script = (REPO / ".ci" / "run").read_text()
+    for step in ("ruff check", "ruff format --check", "mypy", "python -m pytest"):
+        assert step in script
+    assert "pip wheel" in script and "dist/voicefallback-*.whl" in script
+    for command in (
+        "--version",
+        "voicefallback init",
+        "voicefallback probe",
+        "voicefallback start",
+    ):
+        assert command in script

@@ -1,0 +1,142 @@
+"""The health snapshot in Prometheus text format, and node_exporter textfiles written atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from voicefallback.errors import InputError
+from voicefallback.records import STATUSES
+from voicefallback.reports import HealthReport, ModelHealth
+
+# Every reason `start` records, so each counter exists (at 0) before its first event.
+FALLBACK_REASONS = ("primary_unhealthy", "primary_slow", "primary_failed_at_start")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _number(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+class _Family:
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+        self.name = name
+
+    def add(self, value: float, **labels: str) -> None:
+        self.lines.append(f"{self.name}{_labels(**labels)} {_number(value)}")
+
+
+def _model_labels(row: ModelHealth) -> dict[str, str]:
+    return {"model": row.model.id, "provider": row.model.provider.name}
+
+
+def prometheus_text(report: HealthReport) -> str:
+    """One sample per model and figure; a figure nobody has measured yet is left out."""
+    up = _Family("voicefallback_model_up", "gauge", "1 if the model is healthy, else 0.")
+    state = _Family(
+        "voicefallback_model_status",
+        "gauge",
+        "1 for the model's current status, 0 for the others.",
+    )
+    ttft = _Family(
+        "voicefallback_model_ttft_seconds",
+        "gauge",
+        "Time to first token of the model's latest call.",
+    )
+    latency = _Family(
+        "voicefallback_model_latency_seconds", "gauge", "Total time of the model's latest call."
+    )
+    checked = _Family(
+        "voicefallback_model_last_probe_timestamp_seconds",
+        "gauge",
+        "Unix time of the model's latest call.",
+    )
+    failures = _Family(
+        "voicefallback_model_consecutive_failures",
+        "gauge",
+        "Failed calls in a row, ending with the latest.",
+    )
+    success = _Family(
+        "voicefallback_model_recent_success_ratio",
+        "gauge",
+        "Share of successful calls in the recent window.",
+    )
+    quantiles = _Family(
+        "voicefallback_model_recent_ttft_seconds",
+        "gauge",
+        "TTFT percentiles of successful calls in the recent window.",
+    )
+    for row in report.models:
+        labels = _model_labels(row)
+        up.add(1 if row.status == "healthy" else 0, **labels)
+        for status in STATUSES:
+            state.add(1 if row.status == status else 0, **labels, status=status)
+        snapshot = row.snapshot
+        if snapshot is not None:
+            if snapshot.ttft_ms is not None:
+                ttft.add(snapshot.ttft_ms / 1000, **labels)
+            if snapshot.latency_ms is not None:
+                latency.add(snapshot.latency_ms / 1000, **labels)
+            checked.add(round(snapshot.last_checked_at.timestamp(), 3), **labels)
+        failures.add(snapshot.consecutive_failures if snapshot else 0, **labels)
+        if row.recent.success_rate is not None:
+            success.add(row.recent.success_rate, **labels)
+        for quantile, value in (("0.5", row.recent.ttft_p50_ms), ("0.95", row.recent.ttft_p95_ms)):
+            if value is not None:
+                quantiles.add(value / 1000, **labels, quantile=quantile)
+    families = [up, state, ttft, latency, checked, failures, success, quantiles]
+    if report.event_counts is not None:
+        events = _Family(
+            "voicefallback_fallback_events_total",
+            "counter",
+            "Sessions that did not start on their primary model, by reason.",
+        )
+        counts = dict.fromkeys(FALLBACK_REASONS, 0) | report.event_counts
+        for reason, count in counts.items():
+            events.add(count, reason=reason)
+        families.append(events)
+    return "".join(line + "\n" for family in families for line in family.lines)
+
+
+def check_textfile_target(path: Path) -> None:
+    """Refuse a textfile path before any probe is spent on it."""
+    directory = path.parent
+    if path.is_dir():
+        raise InputError(f"--textfile {path}: is a directory, expected a file path")
+    if not directory.is_dir():
+        raise InputError(f"--textfile {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"--textfile {path}: directory {directory} is not writable")
+
+
+def write_textfile(path: Path, text: str) -> None:
+    """Write beside the target, then rename over it: a scrape never sees half a file.
+
+    The temporary name does not end in `.prom`, so node_exporter ignores it meanwhile.
+    """
+    tmp_name: str | None = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o644)  # node_exporter runs as another user; metrics hold no secret
+        os.replace(tmp_name, path)
+        tmp_name = None
+    except OSError as exc:
+        raise InputError(f"--textfile {path}: cannot write: {exc.strerror}") from None
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)

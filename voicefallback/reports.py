@@ -1,0 +1,95 @@
+"""Health as people and scripts read it: each verdict with the evidence it rests on, and one
+model's history. Read-only: a missing state file reads as empty and is not created."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from voicefallback.config import Model
+from voicefallback.health import status_of
+from voicefallback.records import ProbeResult, Snapshot, StatusChange
+from voicefallback.stats import RecentStats, Window, recent_stats, status_since
+from voicefallback.store import Store
+
+
+@dataclass(frozen=True)
+class ModelHealth:
+    model: Model
+    snapshot: Snapshot | None
+    status: str
+    status_since: datetime | None
+    recent: RecentStats
+    last_failure: ProbeResult | None
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    at: datetime
+    window: Window
+    models: list[ModelHealth]
+    event_counts: dict[str, int] | None = None  # only when asked: metrics need them
+
+
+@dataclass(frozen=True)
+class ModelHistory:
+    at: datetime
+    health: ModelHealth
+    calls: list[ProbeResult]  # newest first
+    changes: list[StatusChange]  # newest first
+    limit: int
+    since: datetime | None
+
+
+def _model_health(
+    store: Store, model: Model, snapshot: Snapshot | None, window: Window, now: datetime
+) -> ModelHealth:
+    status = status_of(snapshot, model.thresholds, now)
+    calls = store.recent_calls(model.id, limit=window.calls, since=window.since(now))
+    return ModelHealth(
+        model=model,
+        snapshot=snapshot,
+        status=status,
+        status_since=status_since(snapshot, status, model.thresholds),
+        recent=recent_stats(calls),
+        last_failure=store.last_failure(model.id) if snapshot is not None else None,
+    )
+
+
+def health_report(
+    models: Sequence[Model],
+    db: Path,
+    window: Window,
+    now: datetime,
+    *,
+    with_event_counts: bool = False,
+) -> HealthReport:
+    with Store.open(db, write=False) as store:
+        snapshots = store.snapshots(m.id for m in models)
+        rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
+        counts = store.event_counts() if with_event_counts else None
+    return HealthReport(at=now, window=window, models=rows, event_counts=counts)
+
+
+def model_history(
+    model: Model, db: Path, *, limit: int, since: datetime | None, window: Window, now: datetime
+) -> ModelHistory:
+    with Store.open(db, write=False) as store:
+        snapshot = store.snapshots([model.id]).get(model.id)
+        return ModelHistory(
+            at=now,
+            health=_model_health(store, model, snapshot, window, now),
+            calls=store.recent_calls(model.id, limit=limit, since=since),
+            changes=store.status_changes(model.id, limit=limit, since=since),
+            limit=limit,
+            since=since,
+        )
+
+
+def model_statuses(models: Sequence[Model], db: Path, now: datetime) -> list[tuple[Model, str]]:
+    """Each registered model with its status, for `models`; snapshots only."""
+    with Store.open(db, write=False) as store:
+        snapshots = store.snapshots(m.id for m in models)
+    return [(m, status_of(snapshots.get(m.id), m.thresholds, now)) for m in models]
