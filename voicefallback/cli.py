@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -13,7 +14,7 @@ import typer
 
 from voicefallback import __version__
 from voicefallback.config import Model, Registry, config_path, db_path, load_registry, resolve_mode
-from voicefallback.errors import InputError, VoicefallbackError
+from voicefallback.errors import InputError, Terminated, VoicefallbackError
 from voicefallback.output import print_error, print_json
 
 app = typer.Typer(
@@ -227,6 +228,7 @@ def probe(
                 concurrency,
                 lock_wait_s=lock_timeout,
                 on_result=on_result,
+                retention=registry,
             )
         now = utcnow()
         rows = [
@@ -251,9 +253,9 @@ def probe(
         if _gate_failed(document["results"], check, required):
             raise typer.Exit(1)
         return
-    from voicefallback.repeat import repeat_every, sigterm_interrupts
+    from voicefallback.repeat import repeat_every
 
-    with _domain_errors(), sigterm_interrupts():
+    with _domain_errors():  # main() turns SIGTERM into Terminated, which ends the loop too
         rounds = repeat_every(interval, one_round, lambda exc: print_error(str(exc)))
     if not quiet and not json:
         output.print_notice(f"stopped after {rounds} rounds")
@@ -554,10 +556,65 @@ def list_models(
         output.print_models_table(document)
 
 
+@app.command()
+def prune(
+    events_older_than: Annotated[
+        Optional[float],
+        typer.Option(
+            "--events-older-than",
+            metavar="DAYS",
+            help="Also delete fallback events older than this many days (default: keep all).",
+            show_default=False,
+        ),
+    ] = None,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum", help="Then rewrite the file so the freed space goes back to the disk."
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Delete probe history older than each model's history_days (probe also does this).
+
+    Example: voicefallback prune --vacuum --json
+    """
+    from voicefallback import output
+    from voicefallback.retention import prune as prune_state
+
+    with _domain_errors():
+        registry = _registry(config)
+        report = prune_state(
+            db_path(db), registry, events_older_than_days=events_older_than, vacuum=vacuum
+        )
+        document = output.prune_json(report)
+    if json:
+        print_json(document)
+    else:
+        output.print_prune(document)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main() -> None:
-    """Entry point: usage errors become one line on stderr (exit 2), like domain errors."""
+    """Entry point: usage errors become one line on stderr (exit 2), like domain errors.
+
+    SIGTERM unwinds like Ctrl-C (rolling back any open transaction): exit 143, or 130.
+    """
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(prog_name="voicefallback", standalone_mode=False)
+    except Terminated:
+        print_error("terminated")
+        code = Terminated.exit_code
+    except KeyboardInterrupt:  # outside a command's own handling, e.g. while printing
+        print_error("interrupted")
+        code = 130
     except typer.Abort:
         code = 130
     except Exception as exc:

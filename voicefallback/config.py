@@ -89,6 +89,10 @@ class Registry:
     def require(self, model_id: str, where: str) -> Model:
         model = self.get(model_id)
         if model is None:
+            if len(model_id) > MAX_MODEL_ID:  # keep the message one readable line
+                raise InputError(
+                    f"{where}: unknown model ({len(model_id)} characters, longer than any id)"
+                )
             raise InputError(
                 f"{where}: unknown model {model_id!r}; registered in {self.path}: "
                 + ", ".join(m.id for m in self.models)

@@ -31,3 +31,12 @@ class ProbeBusy(VoicefallbackError):
     """Another `probe` holds the state file's probe lock; try again later."""
 
     exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary condition, retrying may work
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so an open transaction rolls back (exit 143).
+
+    Not an Exception, so no `except Exception` swallows it; only the entry point catches it.
+    """
+
+    exit_code = 143  # 128 + SIGTERM, as a shell reports it

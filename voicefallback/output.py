@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from voicefallback.probing import ProbedModel
     from voicefallback.reports import HealthReport, ModelHealth, ModelHistory
+    from voicefallback.retention import PruneReport
     from voicefallback.sessions import StartOutcome
 
 STATUS_STYLE = {
@@ -490,3 +491,27 @@ def print_events_table(document: dict[str, Any]) -> None:
             passed,
         )
     _console().print(table)
+
+
+def prune_json(report: PruneReport) -> dict[str, Any]:
+    return {
+        "prunedAt": iso(report.at),
+        "probesDeleted": report.probes_deleted,
+        "eventsDeleted": report.events_deleted,
+        "vacuumed": report.vacuumed,
+        "bytesBefore": report.bytes_before,
+        "bytesAfter": report.bytes_after,
+    }
+
+
+def print_prune(document: dict[str, Any]) -> None:
+    def size(count: int) -> str:
+        return f"{count / 1_048_576:.1f} MiB" if count >= 1_048_576 else f"{count / 1024:.0f} KiB"
+
+    line = (
+        f"pruned {document['probesDeleted']} probe rows and {document['eventsDeleted']} events;"
+        f" state file {size(document['bytesBefore'])} -> {size(document['bytesAfter'])}"
+    )
+    if document["vacuumed"]:
+        line += " (vacuumed)"
+    _console().print(line, highlight=False)

@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicefallback.config import Model
+from voicefallback.config import Model, Registry
 from voicefallback.locking import DEFAULT_WAIT_S, probe_lock
 from voicefallback.providers import Adapters
 from voicefallback.records import ProbeResult, Snapshot
+from voicefallback.retention import prune_after_probe
 from voicefallback.store import Store
 
 DEFAULT_CONCURRENCY = 16  # probes mostly wait on the network; 2 cores are enough for 16
@@ -70,8 +71,12 @@ def probe_run(
     *,
     lock_wait_s: float = DEFAULT_WAIT_S,
     on_result: Callable[[ProbeResult], None] | None = None,
+    retention: Registry | None = None,
 ) -> list[ProbedModel]:
     """What `probe` does: under the probe lock, probe every model and record the results.
+
+    With `retention` (the whole registry), history past each model's history_days is then
+    pruned, a bounded amount in short transactions of its own.
 
     The state file is opened (and checked) before the lock is taken, so a file that is not
     ours is refused without creating a lock file beside it.
@@ -81,4 +86,6 @@ def probe_run(
         with Adapters(mode) as adapters:
             results = run_probes(models, adapters, concurrency, on_result)
         recorded = store.record(results, {m.id: m.thresholds for m in models})
+        if retention is not None:
+            prune_after_probe(store, retention)
     return [ProbedModel(result, before.get(result.model), after) for result, after in recorded]

@@ -97,9 +97,10 @@ def build_request(
     if not isinstance(sim, str) or not sim.strip():
         raise InputError(f"{where}: simulationId must be a non-empty string")
     if len(sim) > MAX_SIMULATION_ID or any(ord(ch) < 32 or ord(ch) == 127 for ch in sim):
+        control = next((ch for ch in sim if ord(ch) < 32 or ord(ch) == 127), None)
+        got = f"a control character {control!r}" if control else f"{len(sim)} characters"
         raise InputError(
-            f"simulation id: at most {MAX_SIMULATION_ID} printable characters"
-            f" (got {len(sim)} characters)"
+            f"simulation id: at most {MAX_SIMULATION_ID} printable characters (got {got})"
         )
     first = config.get("primary")
     if first is None:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from voicefallback.config import Thresholds
 from voicefallback.errors import StateError
@@ -38,8 +40,14 @@ if TYPE_CHECKING:
 
 APPLICATION_ID = 0x56464231  # "VFB1": marks a state file as ours
 SQLITE_HEADER = b"SQLite format 3\x00"
-BUSY_TIMEOUT_S = 10.0  # SQLite's own wait for a lock, per attempt
-WRITE_DEADLINE_S = 60.0  # then we retry with jitter until this much time has passed
+# A writer waits for the lock in short SQLite waits and retries in Python between them, so
+# Ctrl-C and SIGTERM are handled within a second even while another process writes.
+BUSY_TIMEOUT_S = 1.0
+READ_BUSY_TIMEOUT_S = 10.0  # readers in WAL mode almost never wait; when they do, let them
+WRITE_DEADLINE_S = 60.0  # give up on the lock after this long
+PRUNE_BATCH = 1000  # rows deleted per transaction, so a prune never holds the lock for long
+
+_T = TypeVar("_T")
 
 
 # -- migrations: append only, never edit one that has shipped -------------------------
@@ -148,15 +156,27 @@ class Store:
 
     @classmethod
     def open(cls, path: Path, *, write: bool) -> Store:
+        """Open for reading (never creates anything) or for writing (creates the file).
+
+        A file that is not ours, or is from a newer version, is refused from its header
+        before SQLite touches it, so it stays byte-for-byte as it was, with no -wal or
+        -shm files added beside it.
+        """
         path = Path(path)
+        exists = _check_file(path)
         if not write:
-            if not path.exists():
+            if not exists:
                 return cls(path, None)
-            _check_header(path)
-            return cls(path, _connect(path, readonly=True))
-        _create_file(path)
-        _check_header(path)
-        conn = _connect(path, readonly=False)
+            conn, version = _connect_readonly(path)
+            if version == 0:  # another process is creating it right now: nothing yet
+                conn.close()
+                return cls(path, None)
+            return cls(path, conn)
+        _check_writable(path)
+        if not exists and not path.exists():
+            _create_new(path)
+            _check_file(path)
+        conn = _connect(path)
         store = cls(path, conn)
         try:
             store._prepare_for_writing()
@@ -178,12 +198,19 @@ class Store:
 
     def _prepare_for_writing(self) -> None:
         conn = self._require_conn()
-        with self._guard("open"):
-            if _user_version(conn) == SCHEMA_VERSION:
-                return
-            # WAL lets readers work while one process writes; it persists in the file.
-            conn.execute("PRAGMA journal_mode=WAL")
+        if self._retry_busy("open", lambda: _user_version(conn)) == SCHEMA_VERSION:
+            return
+        self._enable_wal()
         self._migrate()
+
+    def _enable_wal(self) -> None:
+        """WAL lets readers work while one process writes; the mode persists in the file.
+
+        Switching needs a moment alone with the file, so it is retried while others use it;
+        a filesystem without WAL support keeps the rollback journal, which is still safe.
+        """
+        conn = self._require_conn()
+        self._retry_busy("open", lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
 
     def _migrate(self) -> None:
         import sqlite_utils
@@ -342,10 +369,91 @@ class Store:
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            params.append(limit)
+            params.append(min(limit, 2**63 - 1))  # SQLite's integers stop there
         with self._guard("read"):
             rows = self._conn.execute(sql, params).fetchall()
         return [_event_from_row(row) for row in rows]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune_probes(
+        self,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        *,
+        max_rows: int | None = None,
+    ) -> int:
+        """Delete calls older than their model's cutoff, oldest first; return how many.
+
+        `default` applies to models no longer in `cutoffs`. Each transaction deletes at most
+        PRUNE_BATCH rows, so writers waiting for the lock are held up for milliseconds;
+        `max_rows` bounds the whole run (a probe prunes a little every time).
+        """
+        conn = self._require_conn()
+        latest = iso(max([default, *cutoffs.values()]))
+        with self._guard("prune"):
+            oldest = conn.execute("SELECT min(at) FROM probes").fetchone()[0]
+            if oldest is None or oldest >= latest:
+                return 0  # the usual case after a probe: one index lookup
+            models = _probe_models(conn)
+        deleted = 0
+        for model in models:
+            cutoff = iso(cutoffs.get(model, default))
+            with self._guard("prune"):
+                first = conn.execute(
+                    "SELECT min(at) FROM probes WHERE model = ?", (model,)
+                ).fetchone()[0]
+            if first is None or first >= cutoff:
+                continue
+            deleted += self._delete_batches(
+                "DELETE FROM probes WHERE id IN (SELECT id FROM probes"
+                " WHERE model = ? AND at < ? ORDER BY at LIMIT ?)",
+                (model, cutoff),
+                None if max_rows is None else max_rows - deleted,
+            )
+            if max_rows is not None and deleted >= max_rows:
+                break
+        return deleted
+
+    def prune_events(self, cutoff: datetime) -> int:
+        """Delete fallback events older than `cutoff`, in short transactions; return how many."""
+        self._require_conn()
+        return self._delete_batches(
+            "DELETE FROM events WHERE id IN"
+            " (SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?)",
+            (iso(cutoff),),
+            None,
+        )
+
+    def vacuum(self) -> None:
+        """Rewrite the file without its free pages, giving the space back to the disk.
+
+        It holds the write lock while it runs (other writers wait), and needs free disk
+        space about the size of the file.
+        """
+        conn = self._require_conn()
+        self._retry_busy("vacuum", lambda: conn.execute("VACUUM"))
+        with suppress(sqlite3.Error):  # readers may hold the WAL; it shrinks later then
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def size_bytes(self) -> int:
+        """The file and its write-ahead log, as they take space on disk now."""
+        total = 0
+        for path in (self.path, _side_file(self.path, "-wal")):
+            with suppress(OSError):
+                total += path.stat().st_size
+        return total
+
+    def _delete_batches(self, sql: str, params: tuple[str, ...], max_rows: int | None) -> int:
+        deleted = 0
+        while max_rows is None or deleted < max_rows:
+            batch = PRUNE_BATCH if max_rows is None else min(PRUNE_BATCH, max_rows - deleted)
+            with self._write() as conn:
+                gone = conn.execute(sql, (*params, batch)).rowcount
+            deleted += gone
+            if gone < batch:
+                break
+        return deleted
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -376,11 +484,24 @@ class Store:
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
+            # Ctrl-C, SIGTERM (cli.Terminated) and errors alike: nothing of it is kept.
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise _state_error(self.path, exc, "write") from None
             raise
+
+    def _retry_busy(self, action: str, operation: Callable[[], _T]) -> _T:
+        """Run one statement, retrying while another process holds a lock it needs."""
+        deadline = time.monotonic() + WRITE_DEADLINE_S
+        while True:
+            try:
+                return operation()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise _state_error(self.path, exc, action) from None
+            time.sleep(random.uniform(0.005, 0.05))
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[None]:
@@ -468,33 +589,131 @@ class Store:
 
 
 def _user_version(conn: sqlite3.Connection) -> int:
-    """Check the file is ours and not from a newer version; return its schema version."""
+    """Check the file is ours and not from a newer version; return its schema version.
+
+    The header was checked before opening; this sees what the WAL may hold beyond it.
+    """
     application_id = conn.execute("PRAGMA application_id").fetchone()[0]
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     path = conn.execute("PRAGMA database_list").fetchone()[2]
-    if application_id == 0 and version == 0:
-        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if tables:
-            raise StateError(
-                f"{path}: not a voicefallback state file (an unrelated SQLite database)"
-            )
-        return 0
-    if application_id != APPLICATION_ID:
+    has_tables = application_id == 0 and bool(
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    )
+    _refuse_foreign(path, application_id, version, has_tables)
+    return int(version)
+
+
+def _probe_models(conn: sqlite3.Connection) -> list[str]:
+    """Every model with calls on record, one index seek each (a loose index scan)."""
+    models: list[str] = []
+    row = conn.execute("SELECT min(model) FROM probes").fetchone()
+    while row[0] is not None:
+        models.append(row[0])
+        row = conn.execute("SELECT min(model) FROM probes WHERE model > ?", (row[0],)).fetchone()
+    return models
+
+
+def _refuse_foreign(path: str | Path, application_id: int, version: int, has_tables: bool) -> None:
+    if application_id == 0 and (version or has_tables):
+        raise StateError(f"{path}: not a voicefallback state file (an unrelated SQLite database)")
+    if application_id not in (0, APPLICATION_ID):
         raise StateError(
-            f"{path}: not a voicefallback state file (application id {application_id})"
+            f"{path}: not a voicefallback state file (application id {application_id:#x})"
         )
     if version > SCHEMA_VERSION:
         raise StateError(
             f"{path}: written by a newer voicefallback (schema {version}, this one knows"
             f" {SCHEMA_VERSION}); upgrade voicefallback to use it"
         )
-    return int(version)
 
 
-def _create_file(path: Path) -> None:
-    """Create the directory (0700) and an empty file (0600) with their final modes."""
+def _check_file(path: Path) -> bool:
+    """Refuse what is not our state file, from its header alone; False if there is none yet.
+
+    The header holds the application id (offset 68), user_version (60) and the schema
+    cookie (40, nonzero once any table exists). Ours sets all three in the transaction that
+    creates the tables, so "tables but no application id" is someone else's database.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StateError(f"{path}: cannot use as state file: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StateError(f"{path}: is a directory, expected a state file")
+    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"{path}: not a regular file, expected a state file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except PermissionError:
+        raise StateError(f"{path}: state file is not readable (permission denied)") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read state file: {exc.strerror}") from None
+    if not header:
+        return False  # created an instant ago by another process, or by `touch`
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise StateError(f"{path}: not a voicefallback state file (not SQLite)")
+    _refuse_foreign(
+        path,
+        int.from_bytes(header[68:72], "big"),
+        int.from_bytes(header[60:64], "big"),
+        has_tables=int.from_bytes(header[40:44], "big") != 0,
+    )
+    return True
+
+
+def _check_writable(path: Path) -> None:
+    """Say which path cannot be written before any provider call is spent."""
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StateError(f"{path}: state file is not writable (permission denied)")
+    directory = path.parent
+    if directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite creates its -wal and -shm files beside the state file.
+        raise StateError(f"{path}: cannot write: directory {directory} is not writable")
+
+
+def _create_new(path: Path) -> None:
+    """Create the state file complete, or not at all: directory 0700, file 0600 from birth.
+
+    The file is built and migrated under a private name, then hard-linked into place; the
+    link fails if another process got there first, and then theirs is used. Nobody ever
+    sees a half-made file. Where hard links are not supported, the file is created empty
+    in place and migrated under the write lock instead.
+    """
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state directory: {exc.strerror}") from None
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state file: {exc.strerror}") from None
+    os.close(fd)
+    try:
+        conn = _connect(partial)
+        try:
+            store = Store(path, conn)  # errors name the real path
+            store._enable_wal()
+            store._migrate()
+        finally:
+            conn.close()  # checkpoints everything into the file and removes its -wal
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        except OSError:
+            _create_empty(path)
+    finally:
+        for leftover in (partial, _side_file(partial, "-wal"), _side_file(partial, "-shm")):
+            with suppress(OSError):
+                leftover.unlink()
+
+
+def _create_empty(path: Path) -> None:
+    try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
@@ -503,38 +722,55 @@ def _create_file(path: Path) -> None:
     os.close(fd)
 
 
-def _check_header(path: Path) -> None:
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(len(SQLITE_HEADER))
-    except IsADirectoryError:
-        raise StateError(f"{path}: is a directory, expected a state file") from None
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read state file: {exc.strerror}") from None
-    if header and header != SQLITE_HEADER:
-        raise StateError(f"{path}: not a voicefallback state file (not SQLite)")
+def _side_file(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
-def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
+def _connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+    """The one place a connection is made."""
     try:
         if readonly:
+            query = "?mode=ro&immutable=1" if immutable else "?mode=ro"
             conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro",
+                path.resolve().as_uri() + query,
                 uri=True,
-                timeout=BUSY_TIMEOUT_S,
+                timeout=READ_BUSY_TIMEOUT_S,
                 isolation_level=None,
             )
         else:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        # Readers check the file before anything else touches it.
-        if readonly:
-            _user_version(conn)
-        else:
+        if not readonly:
             conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL: consistent after a crash
     except sqlite3.Error as exc:
         raise _state_error(path, exc, "open") from None
     return conn
+
+
+def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection and the file's schema version, checked before anything else."""
+    if not os.access(path, os.R_OK):
+        raise StateError(f"{path}: state file is not readable (permission denied)")
+    try:
+        try:
+            return _checked(_connect(path, readonly=True))
+        except sqlite3.OperationalError:
+            # A WAL file needs a -shm file beside it, which a reader may not be allowed to
+            # create (read-only directory or filesystem). With no -wal file either, every
+            # committed write is in the main file, so it can be read as it stands.
+            if _side_file(path, "-wal").exists() or os.access(path.parent, os.W_OK):
+                raise
+        return _checked(_connect(path, readonly=True, immutable=True))
+    except sqlite3.Error as exc:
+        raise _state_error(path, exc, "read") from None
+
+
+def _checked(conn: sqlite3.Connection) -> tuple[sqlite3.Connection, int]:
+    try:
+        return conn, _user_version(conn)
+    except BaseException:
+        conn.close()
+        raise
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -545,13 +781,19 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def _state_error(path: Path, exc: sqlite3.Error, action: str) -> StateError:
     text = str(exc)
     lowered = text.lower()
+    if _is_busy(exc):
+        # Only after WRITE_DEADLINE_S of retries: some process holds a transaction open.
+        return StateError(
+            f"{path}: state file busy: another process kept it locked for over"
+            f" {WRITE_DEADLINE_S:.0f} s; try again"
+        )
     if "not a database" in lowered or "file is encrypted" in lowered:
         return StateError(f"{path}: not a voicefallback state file (not SQLite)")
     if "readonly" in lowered or "read-only" in lowered:
         return StateError(f"{path}: state file is not writable")
     if "unable to open" in lowered:
         return StateError(f"{path}: cannot open state file (check the path and permissions)")
-    if "disk is full" in lowered or "full" in lowered:
+    if "database or disk is full" in lowered or "disk is full" in lowered:
         return StateError(f"{path}: disk full while writing; nothing was written")
     if "malformed" in lowered or "corrupt" in lowered:
         return StateError(f"{path}: state file is corrupt ({text})")

@@ -1,0 +1,175 @@
+"""Hostile input against an existing state file: exit 2, one line naming what and where, and
+the file byte-for-byte as it was. (test_config.py and test_start.py check the messages of
+many of these cases on a missing state file; here the state file exists.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Run
+from voicefallback.cli import main
+
+SONNET = "anthropic:claude-3-5-sonnet-latest"
+MINI = "openai:gpt-4o-mini"
+
+
+@pytest.fixture
+def run_main(
+    config_file: Path, db_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> Iterator[Callable[..., Run]]:
+    """The real entry point in-process, so usage errors are the one line users see."""
+    handler = signal.getsignal(signal.SIGTERM)
+
+    def run(*args: str) -> Run:
+        monkeypatch.setattr(sys, "argv", ["voicefallback", *args])
+        with pytest.raises(SystemExit) as done:
+            main()
+        captured = capsys.readouterr()
+        code = done.value.code
+        return Run(code if isinstance(code, int) else 1, captured.out, captured.err)
+
+    yield run
+    signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.fixture
+def existing_state(run_main: Callable[..., Run], db_file: Path) -> Callable[[], tuple[str, list]]:
+    assert run_main("probe", "--json").exit_code == 0
+    assert run_main("start", "--simulation-id", "s", "--primary", SONNET, "--json").exit_code == 0
+
+    def fingerprint() -> tuple[str, list[str]]:
+        digest = hashlib.sha256(db_file.read_bytes()).hexdigest()
+        return digest, sorted(p.name for p in db_file.parent.iterdir())
+
+    return fingerprint
+
+
+def assert_refused(result: Run, fragment: str) -> None:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("voicefallback: error: ")
+    assert fragment in result.stderr, result.stderr
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr  # nothing for a terminal
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["fallbacks", "--since", "yesterday"], "--since: not an ISO-8601 date or time"),
+        (["fallbacks", "--since", ""], "--since: not an ISO-8601 date or time"),
+        (["fallbacks", "--since", "2026-13-45"], "--since: not an ISO-8601 date or time"),
+        (["fallbacks", "--limit", "0"], "fallbacks: Invalid value for '--limit'"),
+        (["fallbacks", "--limit", "-3"], "fallbacks: Invalid value for '--limit'"),
+        (["fallbacks", "--limit", "ten"], "fallbacks: Invalid value for '--limit'"),
+        (["start", "--simulation-id", "a\x07b", "--primary", MINI], "a control character"),
+        (["start", "--simulation-id", "x" * 10_000, "--primary", MINI], "10000 characters"),
+        (["start", "--simulation-id", "s", "--primary", "openai"], "--primary: unknown model"),
+        (["start", "--simulation-id", "s", "--primary", "openai:"], "--primary: unknown model"),
+        (["start", "--simulation-id", "s", "--primary", ":gpt"], "--primary: unknown model"),
+        (["start", "--simulation-id", "s", "--primary", "openai:gpt 4o"], "unknown model"),
+        (["start", "--simulation-id", "s", "--primary", "openai:\x1b[31mx"], "unknown model"),
+        (["start", "--simulation-id", "s", "--primary", "x" * 10_000], "(10000 characters"),
+        (["start", "--simulation-id", "s", "--primary", "groq:llama"], "--primary: unknown"),
+        (
+            ["start", "--simulation-id", "s", "--primary", SONNET, "--fallback", "openai:gpt 4o"],
+            "--fallback: unknown model",
+        ),
+        (["start", "--body", "{not json"], "--body: not valid JSON"),
+        (["start", "--body", '"a string"'], "--body: JSON body must be an object"),
+        (["start", "--body", '{"simulationId": "a", "simulationId": "b"}'], "duplicate key"),
+        (["start", "--body", '{"simulationId": "a", "primary": "x", "n": NaN}'], "NaN"),
+        (["start", "--body", '{"simulationId": 5, "primary": "x"}'], "simulationId must be"),
+        (["start", "--body", "[" * 100_000 + "]" * 100_000], "--body"),
+        (["start", "--body", json.dumps({"x": "y" * 3_000_000})], "larger than"),
+        (["probe", "nope"], "MODEL_ID: unknown model 'nope'"),
+        (["probe", "--concurrency", "0"], "probe: Invalid value for '--concurrency'"),
+        (["probe", "--mode", "fast"], "--mode: mode must be 'stub' or 'live'"),
+        (["health", "openai:\x07"], "MODEL_ID: unknown model"),
+        (["prune", "--events-older-than", "-1"], "--events-older-than: must be a positive"),
+        (["prune", "--events-older-than", "nan"], "--events-older-than: must be a positive"),
+        (["prune", "--events-older-than", "soon"], "prune: Invalid value for '--events-older"),
+        (["frobnicate"], "No such command"),
+        (["start", "--colour", "red"], "No such option"),
+    ],
+)
+def test_bad_option_is_one_line_exit_2_and_the_state_file_is_untouched(
+    run_main, existing_state, args, fragment
+):
+    before = existing_state()
+    assert_refused(run_main(*args), fragment)
+    assert existing_state() == before
+
+
+GOOD = """
+[settings]
+mode = "stub"
+[providers.p]
+type = "openai"
+[[models]]
+id = "p:m"
+"""
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ("[settings\nmode = 1", "invalid TOML"),
+        (GOOD.encode() + b"# caf\xe9\n", "not UTF-8"),
+        (GOOD + "#" * (2 * 1024 * 1024), "refusing to parse"),
+        ("x = " + "[" * 5000 + "]" * 5000, "invalid TOML"),
+        (GOOD + '[[models]]\nid = "p:m"\n', "duplicate model id"),
+        (GOOD.replace('"p:m"', '"openai"'), 'must look like "PROVIDER:MODEL"'),
+        (GOOD.replace('"p:m"', '"p:"'), 'must look like "PROVIDER:MODEL"'),
+        (GOOD.replace('"p:m"', '":gpt"'), 'must look like "PROVIDER:MODEL"'),
+        (GOOD.replace('"p:m"', '"p:gpt 4"'), "may hold only letters"),
+        (GOOD.replace('"p:m"', '"p:gpt\\u001b[2J"'), "may hold only letters"),
+        (GOOD.replace('"p:m"', '"q:m"'), "provider 'q' is not declared"),
+    ],
+    ids=[
+        "malformed",
+        "not-utf8",
+        "huge",
+        "deeply-nested",
+        "duplicate-id",
+        "id-openai",
+        "id-openai-colon",
+        "id-colon-gpt",
+        "id-with-space",
+        "id-with-control",
+        "unknown-provider",
+    ],
+)
+def test_hostile_registry_is_one_line_exit_2_and_the_state_file_is_untouched(
+    run_main, existing_state, tmp_path, content, fragment
+):
+    bad = tmp_path / "bad.toml"
+    if isinstance(content, bytes):
+        bad.write_bytes(content)
+    else:
+        bad.write_text(content)
+    before = existing_state()
+    for command in (
+        ["probe"],
+        ["health"],
+        ["start", "--simulation-id", "s2", "--primary", "p:m"],
+        ["fallbacks"],
+        ["prune"],
+    ):
+        result = run_main(*command, "--config", str(bad))
+        assert_refused(result, fragment)
+        assert str(bad) in result.stderr
+        assert existing_state() == before, command
+
+
+def test_huge_limit_means_no_limit_rather_than_a_crash(run_main, existing_state):
+    result = run_main("fallbacks", "--json", "--limit", "9" * 30)
+    assert result.exit_code == 0 and len(result.json["events"]) == 1

@@ -1,0 +1,173 @@
+"""The state file at store level: retried writes, disk full, pruning, vacuum, new files."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from voicefallback.config import Thresholds
+from voicefallback.errors import StateError
+from voicefallback.records import Candidate, FallbackEvent, ProbeResult, utcnow
+from voicefallback.store import APPLICATION_ID, PRUNE_BATCH, SCHEMA_VERSION, Store
+
+LIMITS = {"p:a": Thresholds(), "p:b": Thresholds(), "p:gone": Thresholds()}
+
+
+def call(model: str, at_days_ago: float, ok: bool = True) -> ProbeResult:
+    return ProbeResult(
+        model=model,
+        ok=ok,
+        at=utcnow() - timedelta(days=at_days_ago),
+        latency_ms=100,
+        ttft_ms=100,
+        error=None if ok else "timeout",
+        stub=True,
+    )
+
+
+def event(uid: str, days_ago: float = 0) -> FallbackEvent:
+    return FallbackEvent(
+        uid=uid,
+        at=utcnow() - timedelta(days=days_ago),
+        simulation_id=f"sim-{uid}",
+        primary="p:a",
+        chosen="p:b",
+        reason="primary_unhealthy",
+        fallback_source="auto",
+        candidates=[Candidate("p:a", "unhealthy", "overloaded")],
+    )
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_retried_event_write_is_stored_once(tmp_path):
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, event("e1"))
+        store.record([], LIMITS, event("e1"))  # the same event again, as a retry would
+    assert query(db, "SELECT uid FROM events") == [("e1",)]
+
+
+def test_new_file_is_born_0600_in_a_0700_directory_even_with_umask_0(tmp_path):
+    db = tmp_path / "deep" / "state" / "s.db"
+    old = os.umask(0)
+    try:
+        Store.open(db, write=True).close()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+    assert sorted(p.name for p in db.parent.iterdir()) == ["s.db"]  # no leftovers
+    assert query(db, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+    numbers = [n for (n,) in query(db, "SELECT number FROM migrations ORDER BY number")]
+    assert numbers == list(range(1, SCHEMA_VERSION + 1))
+
+
+def test_an_empty_file_is_migrated_in_place_and_read_as_empty_before(tmp_path):
+    db = tmp_path / "s.db"
+    db.touch()
+    with Store.open(db, write=False) as store:  # e.g. another process is creating it now
+        assert store.snapshots() == {} and store.events() == []
+    with Store.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS)
+    assert query(db, "SELECT count(*) FROM probes") == [(1,)]
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_disk_full_mid_write_keeps_nothing_and_the_file_stays_consistent(tmp_path):
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, event("before"))
+    before = query(db, "SELECT count(*) FROM probes")[0][0]
+    with Store.open(db, write=True) as store:
+        assert store._conn is not None
+        pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+        store._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+        many = [call("p:a" if n % 2 else "p:b", 0) for n in range(5000)]
+        with pytest.raises(StateError) as caught:
+            store.record(many, LIMITS, event("during"))
+        message = str(caught.value)
+        assert str(db) in message and "disk full" in message and "\n" not in message
+        # The connection is still usable once there is room again.
+        store._conn.execute("PRAGMA max_page_count = 1073741823")
+        store.record([call("p:b", 0)], LIMITS, event("after"))
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+    assert query(db, "SELECT count(*) FROM probes")[0][0] == before + 1
+    assert [uid for (uid,) in query(db, "SELECT uid FROM events ORDER BY id")] == [
+        "before",
+        "after",
+    ]
+
+
+def test_prune_uses_each_models_history_days_and_the_global_one_for_the_rest(tmp_path):
+    db = tmp_path / "s.db"
+    ages = [0.5, 5, 15, 45, 400]  # days ago
+    with Store.open(db, write=True) as store:
+        for model in ("p:a", "p:b", "p:gone"):
+            store.record([call(model, age) for age in reversed(ages)], LIMITS)
+        now = utcnow()
+        # p:a keeps 10 days, p:b keeps 100; p:gone is no longer registered: 30 (global).
+        cutoffs = {"p:a": now - timedelta(days=10), "p:b": now - timedelta(days=100)}
+        deleted = store.prune_probes(cutoffs, now - timedelta(days=30))
+        assert deleted == 3 + 1 + 2
+        assert store.prune_probes(cutoffs, now - timedelta(days=30)) == 0
+    kept = query(db, "SELECT model, count(*) FROM probes GROUP BY model ORDER BY model")
+    assert kept == [("p:a", 2), ("p:b", 4), ("p:gone", 3)]
+    # Snapshots are the latest health, not history: all kept.
+    assert query(db, "SELECT count(*) FROM snapshots") == [(3,)]
+
+
+def test_prune_works_in_batches_and_stops_at_max_rows(tmp_path):
+    db = tmp_path / "s.db"
+    old = PRUNE_BATCH * 2 + 10
+    with Store.open(db, write=True) as store:
+        store.record([call("p:a", 60 + n / 10_000) for n in range(old)], LIMITS)
+        store.record([call("p:a", 1)], LIMITS)
+        assert store._conn is not None
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        cutoff = {"p:a": utcnow() - timedelta(days=30)}
+        assert store.prune_probes(cutoff, utcnow(), max_rows=PRUNE_BATCH + 5) == PRUNE_BATCH + 5
+        assert statements.count("BEGIN IMMEDIATE") == 2  # one short transaction per batch
+        assert store.prune_probes(cutoff, utcnow()) == old - PRUNE_BATCH - 5
+    assert query(db, "SELECT count(*) FROM probes") == [(1,)]
+
+
+def test_events_are_pruned_only_when_asked_and_vacuum_keeps_the_files_identity(tmp_path):
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        store.record([], LIMITS, event("old", days_ago=100))
+        store.record([], LIMITS, event("new", days_ago=1))
+        store.record([call("p:a", 90) for _ in range(20_000)], LIMITS)
+        now = utcnow()
+        store.prune_probes({}, now - timedelta(days=30))
+        assert store.prune_events(now - timedelta(days=30)) == 1
+        before = store.size_bytes()
+        store.vacuum()
+        assert store.size_bytes() < before / 4
+    assert query(db, "SELECT uid FROM events") == [("new",)]
+    assert query(db, "PRAGMA application_id") == [(APPLICATION_ID,)]
+    assert query(db, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert query(db, "PRAGMA journal_mode") == [("wal",)]
+    assert query(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_events_limit_beyond_sqlite_integers_means_no_limit(tmp_path):
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        store.record([], LIMITS, event("e"))
+    with Store.open(db, write=False) as store:
+        assert len(store.events(limit=10**30)) == 1
