@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 
-from voicefallback.errors import VoicefallbackError
+from voicefallback.errors import Terminated, VoicefallbackError
 
 
 def repeat_every(
@@ -26,7 +22,7 @@ def repeat_every(
     Rounds keep to a fixed schedule; ticks missed while a round overran are skipped, not
     bunched up. A domain error in the first round is raised (a broken setup fails at once);
     later ones are reported and the next round goes ahead (a flaky disk or a busy lock should
-    not end the loop). Ctrl-C or SIGTERM (see sigterm_interrupts) ends the loop: a round
+    not end the loop). Ctrl-C or SIGTERM (KeyboardInterrupt, Terminated) ends the loop: a round
     in flight is abandoned and its transaction rolled back, so nothing half-written remains.
     """
     rounds = 0
@@ -45,22 +41,5 @@ def repeat_every(
             if next_at < now:
                 next_at += math.ceil((now - next_at) / interval_s) * interval_s
             sleep(next_at - now)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated):
         return rounds
-
-
-@contextmanager
-def sigterm_interrupts() -> Iterator[None]:
-    """While inside, SIGTERM interrupts like Ctrl-C does (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
