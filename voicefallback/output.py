@@ -389,7 +389,7 @@ def print_init(document: dict[str, Any]) -> None:
         f"  voicefallback start --config {config} --simulation-id demo --primary openai:gpt-4o",
         'then set mode = "live" in it and export the API key variables it names.',
     ]
-    _console().print("\n".join(lines), markup=False)
+    sys.stdout.write("".join(line + "\n" for line in lines))  # paths must not wrap
 
 
 def status_change_lines(results: Iterable[ProbedModel]) -> list[str]:
