@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 from datetime import timedelta
@@ -171,3 +172,37 @@ def test_events_limit_beyond_sqlite_integers_means_no_limit(tmp_path):
         store.record([], LIMITS, event("e"))
     with Store.open(db, write=False) as store:
         assert len(store.events(limit=10**30)) == 1
+
+
+def test_prune_takes_derived_status_changes_too_but_keeps_each_models_latest(tmp_path):
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        # p:a flaps 40 and 39 days ago, then stays healthy; p:b changed once, 50 days ago.
+        store.record([call("p:a", 40, ok=False), call("p:a", 39.5), call("p:a", 39)], LIMITS)
+        store.record([call("p:b", 50), call("p:b", 1)], LIMITS)
+        store.prune_probes({}, utcnow() - timedelta(days=30))
+    changes = query(db, "SELECT model, to_status FROM status_changes ORDER BY model")
+    assert changes == [("p:a", "healthy"), ("p:b", "healthy")]
+    assert query(db, "SELECT model, count(*) FROM probes GROUP BY model") == [("p:b", 1)]
+
+
+def test_every_prune_statement_searches_an_index(tmp_path):
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        store.record([call(m, age) for age in (90, 60, 1) for m in ("p:a", "p:b")], LIMITS)
+        store.record([], LIMITS, event("old", days_ago=90))
+        assert store._conn is not None
+        statements: list[str] = []
+        store._conn.set_trace_callback(statements.append)
+        store.prune_probes({"p:a": utcnow() - timedelta(days=30)}, utcnow() - timedelta(days=7))
+        store.prune_events(utcnow() - timedelta(days=30))
+    conn = sqlite3.connect(db)
+    try:
+        searched = [s for s in statements if re.match(r"(SELECT|DELETE)", s)]
+        assert len(searched) > 6
+        for sql in searched:
+            for step in conn.execute(f"EXPLAIN QUERY PLAN {sql}"):
+                assert not re.search(r"\bSCAN (probes|status_changes|events)\b", step[3]), sql
+                assert "TEMP B-TREE" not in step[3], sql
+    finally:
+        conn.close()

@@ -387,28 +387,46 @@ class Store:
 
         `default` applies to models no longer in `cutoffs`. Each transaction deletes at most
         PRUNE_BATCH rows, so writers waiting for the lock are held up for milliseconds;
-        `max_rows` bounds the whole run (a probe prunes a little every time).
+        `max_rows` bounds the whole run (a probe prunes a little every time). The status
+        changes derived from those calls go by the same cutoffs, except each model's latest.
         """
+        deleted = self._prune_history("probes", cutoffs, default, max_rows, keep_latest=False)
+        self._prune_history("status_changes", cutoffs, default, max_rows, keep_latest=True)
+        return deleted
+
+    def _prune_history(
+        self,
+        table: str,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        max_rows: int | None,
+        *,
+        keep_latest: bool,
+    ) -> int:
+        # `table` is one of ours, with an index on (model, at): every lookup is a seek.
         conn = self._require_conn()
-        latest = iso(max([default, *cutoffs.values()]))
         with self._guard("prune"):
-            oldest = conn.execute("SELECT min(at) FROM probes").fetchone()[0]
-            if oldest is None or oldest >= latest:
-                return 0  # the usual case after a probe: one index lookup
-            models = _probe_models(conn)
+            models = _models_in(conn, table)
         deleted = 0
         for model in models:
             cutoff = iso(cutoffs.get(model, default))
             with self._guard("prune"):
+                keep = -1
+                if keep_latest:
+                    keep = conn.execute(
+                        f"SELECT id FROM {table} WHERE model = ? ORDER BY at DESC, id DESC LIMIT 1",
+                        (model,),
+                    ).fetchone()[0]
                 first = conn.execute(
-                    "SELECT min(at) FROM probes WHERE model = ?", (model,)
-                ).fetchone()[0]
-            if first is None or first >= cutoff:
+                    f"SELECT at FROM {table} WHERE model = ? AND id != ? ORDER BY at LIMIT 1",
+                    (model, keep),
+                ).fetchone()
+            if first is None or first[0] >= cutoff:
                 continue
             deleted += self._delete_batches(
-                "DELETE FROM probes WHERE id IN (SELECT id FROM probes"
-                " WHERE model = ? AND at < ? ORDER BY at LIMIT ?)",
-                (model, cutoff),
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
+                " WHERE model = ? AND at < ? AND id != ? ORDER BY at LIMIT ?)",
+                (model, cutoff, keep),
                 None if max_rows is None else max_rows - deleted,
             )
             if max_rows is not None and deleted >= max_rows:
@@ -444,7 +462,7 @@ class Store:
                 total += path.stat().st_size
         return total
 
-    def _delete_batches(self, sql: str, params: tuple[str, ...], max_rows: int | None) -> int:
+    def _delete_batches(self, sql: str, params: tuple[str | int, ...], max_rows: int | None) -> int:
         deleted = 0
         while max_rows is None or deleted < max_rows:
             batch = PRUNE_BATCH if max_rows is None else min(PRUNE_BATCH, max_rows - deleted)
@@ -603,13 +621,13 @@ def _user_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
-def _probe_models(conn: sqlite3.Connection) -> list[str]:
-    """Every model with calls on record, one index seek each (a loose index scan)."""
+def _models_in(conn: sqlite3.Connection, table: str) -> list[str]:
+    """Every model with rows in `table`, one index seek each (a loose index scan)."""
     models: list[str] = []
-    row = conn.execute("SELECT min(model) FROM probes").fetchone()
+    row = conn.execute(f"SELECT min(model) FROM {table}").fetchone()
     while row[0] is not None:
         models.append(row[0])
-        row = conn.execute("SELECT min(model) FROM probes WHERE model > ?", (row[0],)).fetchone()
+        row = conn.execute(f"SELECT min(model) FROM {table} WHERE model > ?", (row[0],)).fetchone()
     return models
 
 

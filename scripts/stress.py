@@ -1,0 +1,233 @@
+"""Stress one state file from many processes at once and check that nothing was lost.
+
+Not part of the test run (tests/test_concurrency.py is the small version). It starts, all at
+the same moment and on a brand-new state file:
+
+- STARTERS processes, each running `start` OPS times (half on a primary that is down in the
+  shipped stub registry, so every one of those records a fallback event);
+- PROBERS processes running `probe` in a loop (they also take turns on the probe lock);
+- READERS processes alternating `health` and `fallbacks`;
+- one process running `prune` (every third time with --vacuum).
+
+Each worker runs its commands through the real entry point, one after the other in one
+process (so thousands of operations fit in a minute); `--process-per-op` starts a new
+process for every command instead. Then it checks the file:
+
+- every command exited 0 and nothing at all was written to stderr ("database is locked"
+  included);
+- each expected fallback event is there exactly once, and no other;
+- each model's snapshot counts exactly its rows of call history (every model here always
+  succeeds or always fails, so its consecutive counter equals its number of calls): a lost,
+  duplicated or half-applied write would break the equality;
+- every migration was applied once; PRAGMA integrity_check is ok.
+
+    python scripts/stress.py                       # 16 starters x 150 starts, about a minute
+    python scripts/stress.py --starters 32 --ops 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_CONFIG = REPO / "models.toml"
+DOWN = "anthropic:claude-3-5-sonnet-latest"  # fails every call in the shipped stub registry
+UP = "openai:gpt-4o-mini"
+
+# Runs the commands given as JSON lines on stdin through the real entry point, after waiting
+# for the common start time; prints one JSON line per command: args, exit code, stdout.
+WORKER = r"""
+import contextlib, io, json, sys, time
+go = float(sys.argv[1])
+commands = [json.loads(line) for line in sys.stdin]
+import voicefallback.cli
+while time.time() < go:
+    time.sleep(0.001)
+for args in commands:
+    sys.argv = ["voicefallback", *args]
+    out = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out):
+        try:
+            voicefallback.cli.main()
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else 1
+    print(json.dumps({"args": args, "code": code, "out": out.getvalue()}), flush=True)
+"""
+
+
+def plan(args: argparse.Namespace) -> list[list[list[str]]]:
+    """The commands of each worker."""
+    workers: list[list[list[str]]] = []
+    for w in range(args.starters):
+        primary = DOWN if w % 2 == 0 else UP
+        workers.append(
+            [
+                ["start", "--simulation-id", f"w{w}-{n}", "--primary", primary, "--json"]
+                for n in range(args.ops)
+            ]
+        )
+    for _ in range(args.probers):
+        workers.append([["probe", "--json"]] * max(1, args.ops // 3))
+    reads = (["health", "--json"], ["fallbacks", "--json"])
+    for r in range(args.readers):
+        workers.append([reads[(n + r) % 2] for n in range(args.ops)])
+    workers.append(
+        [["prune", "--json", *(["--vacuum"] if n % 3 == 2 else [])] for n in range(args.ops // 10)]
+    )
+    return workers
+
+
+def run_worker(
+    commands: list[list[str]], env: dict[str, str], go: float, per_op: bool
+) -> tuple[list[dict[str, object]], str]:
+    if per_op:
+        while time.time() < go:
+            time.sleep(0.001)
+        results: list[dict[str, object]] = []
+        stderr = ""
+        for args in commands:
+            done = subprocess.run(
+                [sys.executable, "-m", "voicefallback", *args],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            results.append({"args": args, "code": done.returncode, "out": done.stdout})
+            stderr += done.stderr
+        return results, stderr
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, str(go)],
+        input="".join(json.dumps(c) + "\n" for c in commands),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    if done.returncode != 0:
+        lines.append({"args": ["<worker>"], "code": done.returncode, "out": ""})
+    return lines, done.stderr
+
+
+def check(db: Path, args: argparse.Namespace) -> dict[str, object]:
+    conn = sqlite3.connect(db)
+    try:
+        events = Counter(sim for (sim,) in conn.execute("SELECT simulation_id FROM events"))
+        expected = {
+            f"w{w}-{n}" for w in range(args.starters) if w % 2 == 0 for n in range(args.ops)
+        }
+        calls = dict(conn.execute("SELECT model, count(*) FROM probes GROUP BY model"))
+        kinds = dict(conn.execute("SELECT kind, count(*) FROM probes GROUP BY kind"))
+        counters = {
+            model: failures if model == DOWN else successes
+            for model, failures, successes in conn.execute(
+                "SELECT model, consecutive_failures, consecutive_successes FROM snapshots"
+            )
+        }
+        migrations = conn.execute(
+            "SELECT number, count(*) FROM migrations GROUP BY number ORDER BY number"
+        ).fetchall()
+        return {
+            "events": sum(events.values()),
+            "events_expected": len(expected),
+            "events_missing": len(expected - set(events)),
+            "events_unexpected": len(set(events) - expected),
+            "events_duplicated": sum(1 for count in events.values() if count > 1),
+            "probe_rows": sum(calls.values()),
+            "probe_rows_by_kind": kinds,
+            "snapshot_counters_match_rows": counters == calls,
+            "migrations_applied_once": all(count == 1 for _, count in migrations),
+            "integrity": conn.execute("PRAGMA integrity_check").fetchone()[0],
+        }
+    finally:
+        conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--starters", type=int, default=16, help="processes running start")
+    parser.add_argument("--ops", type=int, default=150, help="commands per start/read worker")
+    parser.add_argument("--probers", type=int, default=2)
+    parser.add_argument("--readers", type=int, default=4)
+    parser.add_argument("--process-per-op", action="store_true", help="a new process per command")
+    parser.add_argument("--keep", action="store_true", help="keep the state file and print where")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="voicefallback-stress-"))
+    config = work / "models.toml"
+    shutil.copy(SHIPPED_CONFIG, config)
+    db = work / "state" / "state.db"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(work),
+        "VOICEFALLBACK_CONFIG": str(config),
+        "VOICEFALLBACK_DB": str(db),
+    }
+    workers = plan(args)
+    go = time.time() + 2.0 + 0.05 * len(workers)  # every worker started and waiting by then
+    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+        jobs = [pool.submit(run_worker, w, env, go, args.process_per_op) for w in workers]
+        outcomes = [job.result() for job in jobs]
+    elapsed = time.time() - go  # from the moment every worker was let go
+
+    by_command: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    unordered = 0
+    stderr = "".join(text for _, text in outcomes)
+    for results, _ in outcomes:
+        for result in results:
+            command = str(result["args"][0])  # type: ignore[index]
+            by_command[command] += 1
+            if result["code"] != 0:
+                failed[command] += 1
+            elif command == "fallbacks":
+                ids = [e["id"] for e in json.loads(str(result["out"]))["events"]]
+                unordered += ids != sorted(set(ids), reverse=True)
+    facts = check(db, args)
+    report = {
+        "processes": len(workers),
+        "mode": "process per command" if args.process_per_op else "commands in-process",
+        "operations": sum(by_command.values()),
+        "by_command": dict(by_command),
+        "seconds": round(elapsed, 1),
+        "failed": dict(failed),
+        "stderr_lines": len(stderr.splitlines()),
+        "database_is_locked": stderr.lower().count("database is locked"),
+        "fallbacks_listings_out_of_order": unordered,
+        **facts,
+    }
+    print(json.dumps(report, indent=2))
+    if stderr:
+        print("stderr (first lines):\n" + "\n".join(stderr.splitlines()[:10]), file=sys.stderr)
+    ok = (
+        not failed
+        and not stderr
+        and not unordered
+        and facts["events"] == facts["events_expected"]
+        and not facts["events_missing"]
+        and not facts["events_duplicated"]
+        and not facts["events_unexpected"]
+        and facts["snapshot_counters_match_rows"]
+        and facts["migrations_applied_once"]
+        and facts["integrity"] == "ok"
+    )
+    print("OK" if ok else "FAILED", file=sys.stderr)
+    if args.keep:
+        print(f"state file: {db}", file=sys.stderr)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
