@@ -59,3 +59,38 @@ def test_secrets_from_env_reads_only_set_variables(monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("VF_TEST_KEY_UNSET", raising=False)
     names = ["VF_TEST_KEY_A", "VF_TEST_KEY_EMPTY", "VF_TEST_KEY_UNSET", None]
     assert secrets_from_env(names) == ["value-a-123456"]
+
+
+def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch) -> None:
+    """A gateway echoing another provider's key must not leak it: the adapter pool redacts
+    every configured key from every result, not only the calling provider's own."""
+    from datetime import UTC, datetime
+
+    from voicefallback.config import Model, Provider, Thresholds
+    from voicefallback.providers import Adapters
+    from voicefallback.records import ProbeResult
+
+    monkeypatch.setenv("OTHER_GATEWAY_TOKEN", "gw-token-0f1e2d3c4b5a")
+    provider = Provider(name="p", type="openai", api_key_env="P_KEY")
+    model = Model(id="p:m", provider=provider, name="m", thresholds=Thresholds())
+
+    class Echoing:
+        def probe(self, model: Model) -> ProbeResult:
+            return ProbeResult(
+                model=model.id,
+                ok=False,
+                at=datetime.now(UTC),
+                error="auth",
+                message="upstream said: bad token gw-token-0f1e2d3c4b5a",
+            )
+
+        def open_session(self, model: Model, request: object) -> ProbeResult:
+            return self.probe(model)
+
+        def close(self) -> None:
+            pass
+
+    adapters = Adapters("live", ["P_KEY", "OTHER_GATEWAY_TOKEN"])
+    adapters._built["p"] = Echoing()
+    for result in (adapters.probe(model), adapters.open_session(model, {})):
+        assert result.message == f"upstream said: bad token {REDACTED}"

@@ -188,7 +188,7 @@ def probe(
     ] = 10.0,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Models probed at once.")
-    ] = 16,
+    ] = 64,
 ) -> None:
     """Probe models now and record the results.
 

@@ -14,7 +14,11 @@ from voicefallback.records import ProbeResult, Snapshot
 from voicefallback.retention import prune_after_probe
 from voicefallback.store import Store
 
-DEFAULT_CONCURRENCY = 16  # probes mostly wait on the network; 2 cores are enough for 16
+# Probes wait on the network, not the CPU: live calls overlap on one event loop per provider
+# and a worker thread only waits for its call. 64 probes a typical registry in one round
+# (50 models at 200 ms: ~0.4 s, median TTFT +5-12%); 16 would take four rounds (see README
+# "Performance"). Keep in step with probe's --concurrency default in cli.py.
+DEFAULT_CONCURRENCY = 64
 
 
 def run_probes(
@@ -30,7 +34,7 @@ def run_probes(
     adapters.prepare(list(models))  # build clients before any clock starts
 
     def probe(model: Model) -> ProbeResult:
-        result = adapters.for_model(model).probe(model)
+        result = adapters.probe(model)
         if on_result is not None:
             on_result(result)
         return result
@@ -39,19 +43,6 @@ def run_probes(
         return [probe(m) for m in models]
     with ThreadPoolExecutor(max_workers=min(concurrency, len(models))) as pool:
         return list(pool.map(probe, models))
-
-
-def probe_and_record(
-    models: Sequence[Model],
-    db: Path,
-    mode: str,
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> list[tuple[ProbeResult, Snapshot]]:
-    """Probe, then write every result at once; the state file is opened before any call
-    so a bad state file is reported before spending provider calls."""
-    with Store.open(db, write=True) as store, Adapters(mode) as adapters:
-        results = run_probes(models, adapters, concurrency)
-        return store.record(results, {m.id: m.thresholds for m in models})
 
 
 @dataclass(frozen=True)
@@ -83,9 +74,15 @@ def probe_run(
     """
     with Store.open(db, write=True) as store, probe_lock(db, lock_wait_s):
         before = store.snapshots(m.id for m in models)
-        with Adapters(mode) as adapters:
+        with Adapters(mode, _key_env_names(models, retention)) as adapters:
             results = run_probes(models, adapters, concurrency, on_result)
         recorded = store.record(results, {m.id: m.thresholds for m in models})
         if retention is not None:
             prune_after_probe(store, retention)
     return [ProbedModel(result, before.get(result.model), after) for result, after in recorded]
+
+
+def _key_env_names(models: Sequence[Model], registry: Registry | None) -> list[str | None]:
+    if registry is not None:
+        return list(registry.key_env_names())
+    return [m.provider.api_key_env for m in models]

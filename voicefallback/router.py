@@ -33,7 +33,7 @@ class SessionRouter:
         self.registry = load_registry(config_path(Path(config) if config else None))
         self.mode = resolve_mode(mode, self.registry)
         self._store = Store.open(db_path(Path(db) if db else None), write=True)
-        self._adapters = Adapters(self.mode)
+        self._adapters = Adapters(self.mode, self.registry.key_env_names())
 
     def choose(
         self,

@@ -132,7 +132,10 @@ def start_session(
 ) -> StartOutcome:
     """What `start` does: choose, make the opening call, record calls and the event."""
     validate_request(registry, request)
-    with Store.open(db, write=True) as store, Adapters(mode) as adapters:
+    with (
+        Store.open(db, write=True) as store,
+        Adapters(mode, registry.key_env_names()) as adapters,
+    ):
         return route_session(registry, store, adapters, request, clock=clock)
 
 
@@ -171,14 +174,14 @@ def route_session(
         snapshot = snapshots.get(model_id)
         status = status_of(snapshot, model.thresholds, clock())
         if needs_probe(status):
-            return remember(adapters.for_model(model).probe(model))
+            return remember(adapters.probe(model))
         return Candidate(model_id, status, None if snapshot is None else snapshot.last_error)
 
     def open_call(model_id: str) -> Candidate | None:
         if not opening_call:
             return None
         model = registry.require(model_id, "start")
-        result = adapters.for_model(model).open_session(model, request.config)
+        result = adapters.open_session(model, request.config)
         verdict = remember(result)
         if result.ok:
             agent.append(result)

@@ -7,11 +7,13 @@ imported only inside the live adapter modules, and only when one is built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from voicefallback.config import Model, Provider
 from voicefallback.records import ProbeResult
+from voicefallback.redaction import redact, secrets_from_env
 
 
 class Adapter(Protocol):
@@ -27,11 +29,28 @@ class Adapter(Protocol):
 
 
 class Adapters:
-    """One adapter per provider for the length of one command."""
+    """One adapter per provider for the length of one command.
 
-    def __init__(self, mode: str) -> None:
+    Calls go through `probe` and `open_session` here, which redact every configured key
+    (not only the calling provider's) from the provider's message before anyone stores or
+    prints it.
+    """
+
+    def __init__(self, mode: str, key_env_names: Iterable[str | None] = ()) -> None:
         self.mode = mode
+        self._secrets = secrets_from_env(key_env_names)
         self._built: dict[str, Adapter] = {}
+
+    def probe(self, model: Model) -> ProbeResult:
+        return self._redacted(self.for_model(model).probe(model))
+
+    def open_session(self, model: Model, request: Mapping[str, Any]) -> ProbeResult:
+        return self._redacted(self.for_model(model).open_session(model, request))
+
+    def _redacted(self, result: ProbeResult) -> ProbeResult:
+        if result.message is None:
+            return result
+        return replace(result, message=redact(result.message, self._secrets))
 
     def for_model(self, model: Model) -> Adapter:
         provider = model.provider
