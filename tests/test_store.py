@@ -6,6 +6,8 @@ import os
 import re
 import sqlite3
 import stat
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -206,3 +208,25 @@ def test_every_prune_statement_searches_an_index(tmp_path):
                 assert "TEMP B-TREE" not in step[3], sql
     finally:
         conn.close()
+
+
+def test_without_wal_a_commit_waits_for_readers_instead_of_failing(tmp_path):
+    """A filesystem without WAL support keeps the rollback journal: COMMIT then needs the
+    readers gone, and is retried until they are."""
+    db = tmp_path / "s.db"
+    Store.open(db, write=True).close()
+    query(db, "PRAGMA journal_mode=DELETE")
+    reader = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM probes").fetchone()  # holds a shared lock
+    release = threading.Timer(2.5, lambda: reader.execute("COMMIT"))
+    release.start()
+    try:
+        started = time.monotonic()
+        with Store.open(db, write=True) as store:
+            store.record([call("p:a", 0)], LIMITS, event("waited"))
+        assert time.monotonic() - started >= 2  # it did wait, more than one busy timeout
+    finally:
+        release.join()
+        reader.close()
+    assert query(db, "SELECT uid FROM events") == [("waited",)]

@@ -500,7 +500,9 @@ class Store:
                 time.sleep(random.uniform(0.005, 0.05))
         try:
             yield conn
-            conn.execute("COMMIT")
+            # Only in rollback-journal mode (no WAL on this filesystem) can COMMIT find
+            # readers in the way; the transaction stays open and COMMIT can be retried.
+            self._retry_busy("write", lambda: conn.execute("COMMIT"))
         except BaseException as exc:
             # Ctrl-C, SIGTERM (cli.Terminated) and errors alike: nothing of it is kept.
             if conn.in_transaction:
