@@ -21,7 +21,7 @@ process for every command instead. Then it checks the file:
   duplicated or half-applied write would break the equality;
 - every migration was applied once; PRAGMA integrity_check is ok.
 
-    python scripts/stress.py                       # 16 starters x 150 starts, about a minute
+    python scripts/stress.py                       # 16 starters x 150 starts, about 30 s
     python scripts/stress.py --starters 32 --ops 300
 """
 
