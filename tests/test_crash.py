@@ -146,22 +146,45 @@ def test_sigterm_and_ctrl_c_mid_write_roll_back_without_a_traceback(
     assert run(env, "probe").returncode == 0
 
 
-START_WAITING = ("start", "--simulation-id", "w", "--primary", SONNET)
+MARK_LOCK_WAIT = r"""
+import sqlite3, sys
+marker = sys.argv[1]
+connect = sqlite3.connect
+
+class Marking(sqlite3.Connection):
+    def execute(self, sql, *args):
+        if sql == "BEGIN IMMEDIATE":
+            open(marker, "w").close()  # about to ask for the write lock
+        return super().execute(sql, *args)
+
+sqlite3.connect = lambda *a, **k: connect(*a, factory=Marking, **k)
+from voicefallback.cli import main
+sys.argv = ["voicefallback", *sys.argv[2:]]
+main()
+"""
 
 
-def test_sigterm_while_waiting_for_the_write_lock_exits_promptly(env):
+WAITING_START = ("start", "--simulation-id", "w", "--primary", SONNET)
+
+
+def test_sigterm_while_waiting_for_the_write_lock_exits_promptly(env, tmp_path):
     assert run(env, "probe").returncode == 0
+    marker = tmp_path / "waiting"
     holder = sqlite3.connect(env["VOICEFALLBACK_DB"], isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another writer that is taking its time
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "voicefallback", *START_WAITING],
+            [sys.executable, "-c", MARK_LOCK_WAIT, str(marker), *WAITING_START],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.5)  # started, and waiting for the lock
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(1.5)  # well into the wait: more than one SQLite busy timeout
         assert process.poll() is None
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)
