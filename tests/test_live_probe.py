@@ -51,6 +51,7 @@ def test_healthy_probe_is_a_minimal_streaming_call(live: Rig, kind: str) -> None
         assert body["max_tokens"] == 16
         presented = received.headers.get("x-api-key") or received.headers["authorization"]
         assert KEYS[kind] in presented
+        assert received.headers["anthropic-version"]  # the real API refuses a request without
     assert received.headers["x-stainless-retry-count"] == "0"
 
 

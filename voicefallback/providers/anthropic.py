@@ -25,7 +25,6 @@ class AnthropicAdapter(live.LiveAdapter):
             http_client=http,
             open_telemetry=False,  # a probe is measured here, not traced
         )
-        client.messages  # noqa: B018 - import the lazily loaded resource now
         return client
 
     async def _stream(self, call: live.Call, system: str | None, prompt: str, limit: int) -> None:
@@ -37,9 +36,17 @@ class AnthropicAdapter(live.LiveAdapter):
         }
         if system is not None:
             params["system"] = system
-        create = self._client.messages.with_streaming_response.create
-        response = await create(**params, timeout=call.timeout_s).__aenter__()
-        http = response.http_response
+        import httpx2
+
+        # The SDK's documented raw request, as in the OpenAI adapter: same auth, headers and
+        # errors as `messages.create`, without its per-call transform of typed params.
+        http = await self._client.post(
+            "/v1/messages",
+            body=params,
+            cast_to=httpx2.Response,
+            options={"timeout": call.timeout_s},
+            stream=True,
+        )
         call.responded(http)
         try:
             async for name, data in live.sse_events(http.aiter_bytes()):
@@ -64,7 +71,7 @@ class AnthropicAdapter(live.LiveAdapter):
                 elif kind == "message_stop":
                     call.finished()
         finally:
-            await response.close()
+            await http.aclose()
         if not call.complete:
             raise live.Incomplete
 
