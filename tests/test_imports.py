@@ -1,54 +1,46 @@
-"""Commands that need no provider call never import a provider SDK."""
+"""Which modules commands load: no provider SDK without a provider call, and neither rich
+nor sqlite-utils where `--json` on an up-to-date state file does not need them."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import SHIPPED_CONFIG
 
-PROBE = """
+SDKS = ["openai", "anthropic", "httpx", "httpx2", "pydantic"]
+REPORT = """
 import json, sys
 from voicefallback.cli import main
+watched = set(json.loads(sys.argv[2]))
 sys.argv = ["voicefallback", *json.loads(sys.argv[1])]
 try:
     main()
 except SystemExit:
     pass
-sdks = {"openai", "anthropic", "httpx", "httpx2", "pydantic"}
-heavy = sorted({m.split('.')[0] for m in sys.modules} & sdks)
-sys.stderr.write("IMPORTED=" + json.dumps(heavy) + "\\n")
+loaded = sorted({m.split('.')[0] for m in sys.modules} & watched)
+sys.stderr.write("IMPORTED=" + json.dumps(loaded) + "\\n")
 """
+START = ["start", "--simulation-id", "s", "--primary", "anthropic:claude-3-5-sonnet-latest"]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["health", "--json"],
-        ["fallbacks", "--json"],
-        ["probe", "--json"],
-        [
-            "start",
-            "--simulation-id",
-            "s",
-            "--primary",
-            "anthropic:claude-3-5-sonnet-latest",
-            "--json",
-        ],
-    ],
-)
-def test_stub_and_read_commands_import_no_provider_sdk(args, tmp_path):
-    env = {
+def environment(tmp_path: Path) -> dict[str, str]:
+    return {
         "VOICEFALLBACK_CONFIG": str(SHIPPED_CONFIG),
         "VOICEFALLBACK_DB": str(tmp_path / "s.db"),
         "HOME": str(tmp_path),
         "PATH": "/usr/bin:/bin",
     }
+
+
+def imported(args: list[str], watched: list[str], env: dict[str, str]) -> list[str]:
+    """Run one command in a fresh interpreter; which of `watched` did it import?"""
     done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args)],
+        [sys.executable, "-c", REPORT, json.dumps(args), json.dumps(watched)],
         env=env,
         capture_output=True,
         text=True,
@@ -56,27 +48,26 @@ def test_stub_and_read_commands_import_no_provider_sdk(args, tmp_path):
     )
     line = [x for x in done.stderr.splitlines() if x.startswith("IMPORTED=")]
     assert line, done.stderr
-    assert json.loads(line[0].removeprefix("IMPORTED=")) == []
-    assert json.loads(done.stdout)  # the command itself worked
+    assert done.stdout.strip()  # the command itself worked
+    return list(json.loads(line[0].removeprefix("IMPORTED=")))
 
 
 @pytest.mark.parametrize(
     "args",
-    [
-        ["health", "--json"],
-        ["fallbacks", "--json", "--limit", "50"],
-        ["start", "--simulation-id", "s", "--primary", "openai:gpt-4o-mini", "--json"],
-    ],
+    [["health", "--json"], ["fallbacks", "--json"], ["probe", "--json"], [*START, "--json"]],
+)
+def test_stub_and_read_commands_import_no_provider_sdk(args, tmp_path):
+    assert imported(args, SDKS, environment(tmp_path)) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["health", "--json"], ["fallbacks", "--json", "--limit", "50"], [*START, "--json"]],
 )
 def test_json_commands_on_an_existing_state_file_skip_rich_and_sqlite_utils(args, tmp_path):
     """--json needs no tables and an up-to-date file needs no migrations: both are import
     time a voice session start would otherwise wait for."""
-    env = {
-        "VOICEFALLBACK_CONFIG": str(SHIPPED_CONFIG),
-        "VOICEFALLBACK_DB": str(tmp_path / "s.db"),
-        "HOME": str(tmp_path),
-        "PATH": "/usr/bin:/bin",
-    }
+    env = environment(tmp_path)
     subprocess.run(
         [sys.executable, "-m", "voicefallback", "probe", "--json"],
         env=env,
@@ -84,15 +75,9 @@ def test_json_commands_on_an_existing_state_file_skip_rich_and_sqlite_utils(args
         capture_output=True,
         timeout=60,
     )
-    check = PROBE.replace('"pydantic"}', '"pydantic", "rich", "sqlite_utils"}')
-    done = subprocess.run(
-        [sys.executable, "-c", check, json.dumps(args)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    line = [x for x in done.stderr.splitlines() if x.startswith("IMPORTED=")]
-    assert line, done.stderr
-    assert json.loads(line[0].removeprefix("IMPORTED=")) == []
-    assert json.loads(done.stdout)
+    assert imported(args, [*SDKS, "rich", "sqlite_utils"], env) == []
+
+
+def test_the_guard_sees_what_a_table_imports(tmp_path):
+    """Without --json the table needs rich: proof the guard above can fail."""
+    assert imported(["health"], ["rich"], environment(tmp_path)) == ["rich"]
