@@ -88,7 +88,6 @@ def test_invalid_registry_is_one_line_naming_file_and_place(cli, db_file, text, 
         ("probe",),
         ("health",),
         ("start", "--simulation-id", "s", "--primary", "p:m"),
-        ("fallbacks",),
     ):
         result = cli(*args, "--config", str(path))
         assert result.exit_code == 2, (args, result.stdout)
@@ -96,6 +95,12 @@ def test_invalid_registry_is_one_line_naming_file_and_place(cli, db_file, text, 
         assert result.stderr.count("\n") == 1
         assert str(path) in result.stderr and message in result.stderr, result.stderr
     assert not db_file.exists()
+
+
+def test_fallbacks_reads_events_without_the_registry(cli, monkeypatch):
+    """An operator reading what happened must not be stopped by a broken models.toml."""
+    write_config(Path("models.toml"), "[settings\nbroken")
+    assert cli("fallbacks", "--json").json == {"events": []}
 
 
 def test_registry_that_is_not_utf8_or_huge(cli, db_file):

@@ -134,3 +134,10 @@ def test_human_output_is_a_table(cli):
     assert "openai:gpt-4o-mini" in result.stdout and "healthy" in result.stdout
     started = cli("start", "--simulation-id", "s1", "--primary", SONNET)
     assert "openai:gpt-4o-mini" in started.stdout and "primary_unhealthy" in started.stdout
+
+
+def test_a_failed_check_names_what_blocked_it(cli):
+    result = cli("probe", "--check")
+    assert result.exit_code == 1
+    assert "check failed: anthropic:claude-3-5-sonnet-latest is unhealthy" in result.stderr
+    assert cli("health", "--check", "openai:gpt-4o-mini").stderr == ""

@@ -152,7 +152,7 @@ def test_body_reaches_the_opening_call_and_options_override_it(cli, tmp_path):
         (["--body", '{"simulationId": "a", "simulationId": "b"}'], "duplicate key 'simulationId'"),
         (
             ["--body", '{"simulationId": 5, "primary": "openai:gpt-4o"}'],
-            "simulationId must be a non-empty string",
+            "--body simulationId: must be a non-empty string",
         ),
         (
             ["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "x": NaN}'],
@@ -178,7 +178,7 @@ def test_bad_start_input_is_one_line_exit_2_and_writes_nothing(cli, db_file, arg
 
 def test_simulation_id_of_10000_characters_is_refused(cli, db_file):
     result = cli("start", "--simulation-id", "x" * 10_000, "--primary", SONNET)
-    assert result.exit_code == 2 and "simulation id" in result.stderr
+    assert result.exit_code == 2 and "--simulation-id: at most 256" in result.stderr
     assert len(result.stderr) < 300 and not db_file.exists()
 
 
@@ -186,3 +186,35 @@ def test_megabytes_of_body_are_refused(cli, db_file):
     body = json.dumps({"simulationId": "s", "primary": SONNET, "junk": "x" * 3_000_000})
     result = cli("start", "--body", body)
     assert result.exit_code == 2 and "larger than" in result.stderr and not db_file.exists()
+
+
+def test_text_that_is_not_unicode_is_refused_before_anything_is_written(cli, db_file):
+    lone = '{"simulationId": "a\\ud800", "primary": "openai:gpt-4o-mini"}'
+    result = cli("start", "--body", lone, "--json")
+    assert result.exit_code == 2 and "not valid Unicode" in result.stderr
+    hidden = '{"simulationId": "a", "primary": "openai:gpt-4o-mini", "note": "\\udfff"}'
+    assert cli("start", "--body", hidden).exit_code == 2
+    assert cli("start", "--simulation-id", "a\udcff", "--primary", SONNET).exit_code == 2
+    piped = cli("start", "--body", "-", input=b'{"simulationId": "a\xff", "primary": "x"}')
+    assert piped.exit_code == 2 and "--body -: not UTF-8" in piped.stderr
+    assert not db_file.exists()
+
+
+def test_a_stub_slower_than_timeout_s_times_out_like_a_live_call(cli):
+    write_config(
+        Path("models.toml"),
+        HEAD
+        + """
+[[models]]
+id = "p:glacial"
+timeout_s = 1
+stub = { latency_ms = 20000, ttft_ms = 300 }
+""",
+    )
+    result = cli("probe", "--config", "models.toml", "--json").json["results"][0]
+    assert (result["status"], result["error"], result["latencyMs"]) == (
+        "unhealthy",
+        "timeout",
+        1000,
+    )
+    assert result["ttftMs"] == 300

@@ -15,7 +15,7 @@ import typer
 from voicefallback import __version__
 from voicefallback.config import Model, Registry, config_path, db_path, load_registry, resolve_mode
 from voicefallback.errors import InputError, Terminated, VoicefallbackError
-from voicefallback.output import print_error, print_json
+from voicefallback.output import print_error, print_json, print_notice
 
 app = typer.Typer(
     name="voicefallback",
@@ -133,10 +133,15 @@ def _select_with(registry: Registry, ids: list[str] | None, required: list[str])
 
 
 def _gate_failed(rows: list[dict[str, Any]], check: bool, required: list[str]) -> bool:
-    """--check: any listed model not healthy; --require: any required model not healthy."""
-    if check and not all(row["ok"] for row in rows):
-        return True
-    return any(row["model"] in required and not row["ok"] for row in rows)
+    """--check: any listed model not healthy; --require: any required model not healthy.
+
+    A failed gate names the models on stderr, so a CI log says what blocked the deploy.
+    """
+    gated = [r for r in rows if check or r["model"] in required]
+    failing = [f"{r['model']} is {r['status']}" for r in gated if not r["ok"]]
+    if failing:
+        print_notice("check failed: " + ", ".join(failing))
+    return bool(failing)
 
 
 @app.command()
@@ -447,17 +452,26 @@ def start(
 
 
 def _read_body(value: str) -> str:
-    if value == "-":
-        return sys.stdin.read()
-    if value.startswith("@"):
-        path = Path(value[1:])
-        try:
-            return path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"--body {path}: not UTF-8") from None
-        except OSError as exc:
-            raise InputError(f"--body {path}: cannot read: {exc.strerror}") from None
-    return value
+    """--body's text: inline, @FILE or - (stdin); read no further than the size cap."""
+    from voicefallback.sessions import MAX_BODY_BYTES
+
+    if value != "-" and not value.startswith("@"):
+        return value
+    where = "--body -" if value == "-" else f"--body {value[1:]}"
+    try:
+        if value == "-":
+            raw = sys.stdin.buffer.read(MAX_BODY_BYTES + 1)
+        else:
+            with open(value[1:], "rb") as handle:
+                raw = handle.read(MAX_BODY_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise InputError(f"{where}: body larger than {MAX_BODY_BYTES // 1024} KiB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not UTF-8") from None
 
 
 @app.command()
@@ -469,7 +483,9 @@ def fallbacks(
     since: Annotated[
         Optional[str],
         typer.Option(
-            "--since", help="Only events at or after this ISO-8601 time.", show_default=False
+            "--since",
+            help="Only events at or after this ISO-8601 time, or this long ago (e.g. 24h).",
+            show_default=False,
         ),
     ] = None,
     limit: Annotated[
@@ -480,22 +496,18 @@ def fallbacks(
     db: DbOption = None,
     json: JsonOption = False,
 ) -> None:
-    """List fallback events, newest first.
+    """List fallback events, newest first (reads only the state file, not the registry).
 
-    Example: voicefallback fallbacks --since 2026-01-01T00:00:00Z --json
+    Example: voicefallback fallbacks --since 24h --json
     """
     from voicefallback import output
-    from voicefallback.records import parse_iso
+    from voicefallback.durations import parse_since
+    from voicefallback.records import utcnow
     from voicefallback.store import Store
 
+    del config  # accepted like everywhere; events are read without the registry
     with _domain_errors():
-        _registry(config)  # a broken registry is reported the same way by every command
-        since_at = None
-        if since is not None:
-            try:
-                since_at = parse_iso(since)
-            except ValueError:
-                raise InputError(f"--since: not an ISO-8601 date or time: {since!r}") from None
+        since_at = parse_since(since, utcnow()) if since is not None else None
         with Store.open(db_path(db), write=False) as store:
             events = store.events(simulation_id, since_at, limit)
         document = output.events_json(events)
@@ -621,7 +633,9 @@ def main() -> None:
         # Typer's bundled Click raises its UsageError family here; the rest are bugs.
         if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
             raise
-        command = getattr(getattr(exc, "ctx", None), "command_path", "voicefallback")
-        print_error(f"{command}: {exc.format_message()}")
+        context = getattr(exc, "ctx", None)
+        command = getattr(getattr(context, "command", None), "name", None)
+        where = f"{command}: " if command and context.parent is not None else ""  # type: ignore[union-attr]
+        print_error(f"{where}{exc.format_message()}")
         code = exc.exit_code
     sys.exit(code or 0)

@@ -240,7 +240,19 @@ def events_json(events: Iterable[FallbackEvent]) -> dict[str, Any]:
 def _console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False)
+    # No emoji: a model id like "ollama:tiger:" must never print as a tiger.
+    console = Console(highlight=False, emoji=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 250  # piped, or in cron mail: nothing to fit, so never cut an id
+    return console
+
+
+def _e(value: object) -> str:
+    """Data shown inside rich markup: model ids, simulation ids and provider messages may
+    hold square brackets, which must print as themselves."""
+    from rich.markup import escape
+
+    return escape(str(value))
 
 
 def _status(status: str) -> str:
@@ -256,10 +268,14 @@ def print_probe_table(document: dict[str, Any]) -> None:
 
     table = Table(title=f"probe ({document['mode']}) at {document['probedAt']}")
     for column in ("model", "status", "TTFT", "latency", "error"):
-        table.add_column(column, justify="right" if column in ("TTFT", "latency") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("TTFT", "latency") else "left",
+            overflow="fold" if column == "model" else "ellipsis",
+        )
     for row in document["results"]:
         table.add_row(
-            row["model"],
+            _e(row["model"]),
             _status(row["status"]),
             _ms(row["ttftMs"]),
             _ms(row["latencyMs"]),
@@ -303,7 +319,7 @@ def print_health_table(document: dict[str, Any]) -> None:
         f"{format_span(window['spanMs'] / 1000)})"
     )
     # The model and its status never wrap; the evidence columns give way on a narrow terminal.
-    table.add_column("model", no_wrap=True)
+    table.add_column("model", overflow="fold")
     table.add_column("status", no_wrap=True)
     for column in ("for", "TTFT", "p50/p95", "success", "checked", "fails"):
         table.add_column(column, justify="right")
@@ -311,7 +327,7 @@ def print_health_table(document: dict[str, Any]) -> None:
     for row in document["models"]:
         checked = row["lastCheckedAt"]
         table.add_row(
-            row["model"],
+            _e(row["model"]),
             _status(row["status"]),
             _age(row["statusSince"], now),
             _ms(row["ttftMs"]),
@@ -330,7 +346,7 @@ def print_history(document: dict[str, Any]) -> None:
     now = document["generatedAt"]
     console = _console()
     since = f" for {_age(document['statusSince'], now)}" if document["statusSince"] else ""
-    console.print(f"[bold]{document['model']}[/]: {_status(document['status'])}{since}")
+    console.print(f"[bold]{_e(document['model'])}[/]: {_status(document['status'])}{since}")
     changes = Table(title="status changes (newest first)")
     for column in ("at", "from", "to", "error"):
         changes.add_column(column)
@@ -352,7 +368,7 @@ def print_history(document: dict[str, Any]) -> None:
             "[green]ok[/]" if call["ok"] else f"[red]{call['error']}[/]",
             _ms(call["ttftMs"]),
             _ms(call["latencyMs"]),
-            call["message"] or "",
+            _e(call["message"] or ""),
         )
     console.print(probes)
 
@@ -360,19 +376,19 @@ def print_history(document: dict[str, Any]) -> None:
 def print_models_table(document: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"models in {document['config']} ({document['mode']} mode)")
-    table.add_column("#", justify="right")
-    table.add_column("model", no_wrap=True)
+    table = Table(title=f"models in {_e(document['config'])} ({document['mode']} mode)")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("model", overflow="fold")
     table.add_column("status", no_wrap=True)
-    table.add_column("TTFT budget", justify="right")
+    table.add_column("TTFT budget", justify="right", no_wrap=True)
     table.add_column("key", no_wrap=True)
     for number, row in enumerate(document["models"], start=1):
-        key = row["apiKeyEnv"] or "-"
+        key = _e(row["apiKeyEnv"] or "-")
         if row["apiKeyEnv"] and not row["apiKeySet"]:
             key += " [yellow]unset[/]"
         table.add_row(
             str(number),
-            row["model"],
+            _e(row["model"]),
             _status(row["status"]),
             _ms(row["ttftBudgetMs"]),
             key,
@@ -436,26 +452,28 @@ def print_start_panel(document: dict[str, Any]) -> None:
     agent = document["agent"]
     if document["chosen"] is None:
         lines = [
-            f"[red]no model could be started[/] for {document['simulationId']}",
+            f"[red]no model could be started[/] for {_e(document['simulationId'])}",
             f"reason: {document['reason']}",
         ]
         lines += [
-            f"  {c['model']}: {_status(c['status'])}" + (f" ({c['error']})" if c["error"] else "")
+            f"  {_e(c['model'])}: {_status(c['status'])}"
+            + (f" ({c['error']})" if c["error"] else "")
             for c in document["candidates"]
         ]
         _console().print(Panel("\n".join(lines), title="start", border_style="red"))
         return
     lines = [
-        f"session [bold]{document['simulationId']}[/] started on [bold]{document['chosen']}[/]"
+        f"session [bold]{_e(document['simulationId'])}[/] started on"
+        f" [bold]{_e(document['chosen'])}[/]"
     ]
     if document["usedFallback"]:
         lines.append(
-            f"fallback from {document['primary']}: {document['reason']}"
+            f"fallback from {_e(document['primary'])}: {document['reason']}"
             f" ({document['fallbackSource']} list)"
         )
     lines.append(f"TTFT {_ms(agent['ttftMs'])}, latency {_ms(agent['latencyMs'])}")
     if agent.get("text"):
-        lines.append(f"opening line: {agent['text']}")
+        lines.append(f"opening line: {_e(agent['text'])}")
     style = "yellow" if document["usedFallback"] else "green"
     _console().print(Panel("\n".join(lines), title="start", border_style=style))
 
@@ -474,18 +492,18 @@ def print_events_table(document: dict[str, Any]) -> None:
         "source",
         "passed over",
     ):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for event in document["events"]:
         passed = ", ".join(
-            f"{c['model']} {c['status']}" + (f" ({c['error']})" if c["error"] else "")
+            f"{_e(c['model'])} {c['status']}" + (f" ({c['error']})" if c["error"] else "")
             for c in event["candidates"]
         )
         table.add_row(
             str(event["id"]),
             event["at"],
-            event["simulationId"],
-            event["primary"],
-            event["chosen"] or "[red]none[/]",
+            _e(event["simulationId"]),
+            _e(event["primary"]),
+            _e(event["chosen"]) if event["chosen"] else "[red]none[/]",
             event["reason"],
             event["fallbackSource"] or "",
             passed,

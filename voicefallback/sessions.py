@@ -92,16 +92,24 @@ def build_request(
     if fallbacks:
         config["fallbacks"] = list(fallbacks)
     sim = config.get("simulationId")
+    sim_where = "--simulation-id" if simulation_id is not None else f"{where} simulationId"
     if sim is None:
         raise InputError("--simulation-id: required (or simulationId in --body)")
     if not isinstance(sim, str) or not sim.strip():
-        raise InputError(f"{where}: simulationId must be a non-empty string")
+        raise InputError(f"{sim_where}: must be a non-empty string")
     if len(sim) > MAX_SIMULATION_ID or any(ord(ch) < 32 or ord(ch) == 127 for ch in sim):
         control = next((ch for ch in sim if ord(ch) < 32 or ord(ch) == 127), None)
         got = f"a control character {control!r}" if control else f"{len(sim)} characters"
         raise InputError(
-            f"simulation id: at most {MAX_SIMULATION_ID} printable characters (got {got})"
+            f"{sim_where}: at most {MAX_SIMULATION_ID} printable characters (got {got})"
         )
+    try:
+        # A lone surrogate (a "\ud800" escape, or bytes that were not UTF-8 in argv) can be
+        # neither stored nor printed: refuse it here, before anything is called or written.
+        json.dumps(config, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        culprit = where if body else sim_where
+        raise InputError(f"{culprit}: holds text that is not valid Unicode") from None
     first = config.get("primary")
     if first is None:
         raise InputError("--primary: required (or primary in --body)")

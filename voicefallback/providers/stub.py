@@ -44,6 +44,20 @@ class StubAdapter:
         stub = model.stub
         ttft = stub.ttft_ms if stub.ttft_ms is not None else stub.latency_ms
         latency = max(stub.latency_ms, ttft)
+        limit_ms = round(model.thresholds.timeout_s * 1000)
+        if not stub.error and latency > limit_ms:
+            # As a live call would: `timeout_s` bounds the whole call.
+            return ProbeResult(
+                model=model.id,
+                ok=False,
+                at=utcnow(),
+                latency_ms=limit_ms,
+                ttft_ms=ttft if ttft <= limit_ms else None,
+                error="timeout",
+                message=f"stub: no complete answer within {model.thresholds.timeout_s:g} s",
+                stub=True,
+                kind=kind,
+            )
         if stub.error:
             return ProbeResult(
                 model=model.id,
