@@ -14,8 +14,12 @@ import typer
 
 from voicefallback import __version__
 from voicefallback.config import Model, Registry, config_path, db_path, load_registry, resolve_mode
+from voicefallback.durations import format_span
 from voicefallback.errors import InputError, Terminated, VoicefallbackError
+from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.output import print_error, print_json, print_notice
+from voicefallback.probing import DEFAULT_CONCURRENCY
+from voicefallback.stats import DEFAULT_WINDOW_CALLS, DEFAULT_WINDOW_SPAN_S
 
 app = typer.Typer(
     name="voicefallback",
@@ -84,6 +88,9 @@ class OutputFormat(StrEnum):
     prometheus = "prometheus"
 
 
+HISTORY_LIMIT = 20  # probes `health --history` lists without --limit
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"voicefallback {__version__}")
@@ -128,7 +135,7 @@ def _select(registry: Registry, ids: list[str] | None) -> list[Model]:
 def _select_with(registry: Registry, ids: list[str] | None, required: list[str]) -> list[Model]:
     """The listed models (default: all), plus every --require model not among them."""
     selected = _select(registry, ids)
-    extra = [registry.require(m, "--require") for m in required]
+    extra = [registry.require(m, "--require") for m in dict.fromkeys(required)]
     return selected + [m for m in extra if m not in selected]
 
 
@@ -190,10 +197,10 @@ def probe(
             metavar="SECONDS",
             help="How long to wait while another probe holds the state file, before exit 75.",
         ),
-    ] = 10.0,
+    ] = DEFAULT_WAIT_S,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Models probed at once.")
-    ] = 64,
+    ] = DEFAULT_CONCURRENCY,
 ) -> None:
     """Probe models now and record the results.
 
@@ -227,13 +234,13 @@ def probe(
         started = utcnow()
         with output.probe_progress(len(selected)) if progress else nullcontext() as on_result:
             probed = probe_run(
+                registry,
                 selected,
                 state,
                 chosen_mode,
                 concurrency,
                 lock_wait_s=lock_timeout,
                 on_result=on_result,
-                retention=registry,
             )
         now = utcnow()
         rows = [
@@ -301,7 +308,7 @@ def health(
             metavar="N",
             help="Success rate and p50/p95 TTFT cover at most the last N probes of each model...",
         ),
-    ] = 20,
+    ] = DEFAULT_WINDOW_CALLS,
     span: Annotated[
         str,
         typer.Option(
@@ -309,7 +316,7 @@ def health(
             metavar="DURATION",
             help="...and only probes within this span before now (e.g. 30m, 24h, 7d).",
         ),
-    ] = "24h",
+    ] = format_span(DEFAULT_WINDOW_SPAN_S),
     history: Annotated[
         Optional[str],
         typer.Option(
@@ -366,7 +373,12 @@ def health(
             model = registry.require(history, "--history")
             since_at = parse_since(since, now) if since is not None else None
             past = model_history(
-                model, db_path(db), limit=limit or 20, since=since_at, window=recent, now=now
+                model,
+                db_path(db),
+                limit=limit or HISTORY_LIMIT,
+                since=since_at,
+                window=recent,
+                now=now,
             )
             document = output.history_json(past)
             rows = [document]
@@ -503,13 +515,12 @@ def fallbacks(
     from voicefallback import output
     from voicefallback.durations import parse_since
     from voicefallback.records import utcnow
-    from voicefallback.store import Store
+    from voicefallback.reports import fallback_events
 
     del config  # accepted like everywhere; events are read without the registry
     with _domain_errors():
         since_at = parse_since(since, utcnow()) if since is not None else None
-        with Store.open(db_path(db), write=False) as store:
-            events = store.events(simulation_id, since_at, limit)
+        events = fallback_events(db_path(db), simulation_id, since_at, limit)
         document = output.events_json(events)
     if json:
         print_json(document)

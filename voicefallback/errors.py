@@ -21,12 +21,6 @@ class StateError(VoicefallbackError):
     """The state file cannot be used (not ours, too new, not writable, ...)."""
 
 
-class NoModelAvailable(VoicefallbackError):
-    """`start` found no candidate it could start a session on."""
-
-    exit_code = 1
-
-
 class ProbeBusy(VoicefallbackError):
     """Another `probe` holds the state file's probe lock; try again later."""
 

@@ -58,13 +58,16 @@ def judge(snapshot: Snapshot, limits: Thresholds) -> str:
         return "unhealthy"
     if not snapshot.has_success:
         return "unhealthy"  # failed below fail_after, but never answered: not usable
-    # A stream that ended properly without visible text has no TTFT: judge on total time.
-    figure = snapshot.success_ttft_ms
-    if figure is None:
-        figure = snapshot.success_latency_ms
+    figure = verdict_figure(snapshot.success_ttft_ms, snapshot.success_latency_ms)
     if figure is not None and figure > limits.ttft_budget_ms:
         return "slow"
     return "healthy"
+
+
+def verdict_figure(ttft_ms: int | None, latency_ms: int | None) -> int | None:
+    """What a success is judged on: TTFT, or total time when no visible text came back
+    (a stream that ended properly after a reasoning model spent its tokens thinking)."""
+    return ttft_ms if ttft_ms is not None else latency_ms
 
 
 def status_of(snapshot: Snapshot | None, limits: Thresholds, now: datetime) -> str:

@@ -6,13 +6,15 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from voicefallback.errors import InputError
-from voicefallback.records import STATUSES
-from voicefallback.reports import HealthReport, ModelHealth
+from voicefallback.records import FALLBACK_REASONS, STATUSES
+
+if TYPE_CHECKING:
+    from voicefallback.reports import HealthReport, ModelHealth
 
 # Every reason `start` records, so each counter exists (at 0) before its first event.
-FALLBACK_REASONS = ("primary_unhealthy", "primary_slow", "primary_failed_at_start")
 
 
 def _escape(value: str) -> str:

@@ -17,7 +17,7 @@ from voicefallback.store import Store
 # Probes wait on the network, not the CPU: live calls overlap on one event loop per provider
 # and a worker thread only waits for its call. 64 probes a typical registry in one round
 # (50 models at 200 ms: ~0.4 s, median TTFT +5-12%); 16 would take four rounds (see README
-# "Performance"). Keep in step with probe's --concurrency default in cli.py.
+# "Performance").
 DEFAULT_CONCURRENCY = 64
 
 
@@ -55,6 +55,7 @@ class ProbedModel:
 
 
 def probe_run(
+    registry: Registry,
     models: Sequence[Model],
     db: Path,
     mode: str,
@@ -62,27 +63,20 @@ def probe_run(
     *,
     lock_wait_s: float = DEFAULT_WAIT_S,
     on_result: Callable[[ProbeResult], None] | None = None,
-    retention: Registry | None = None,
+    prune: bool = True,
 ) -> list[ProbedModel]:
-    """What `probe` does: under the probe lock, probe every model and record the results.
-
-    With `retention` (the whole registry), history past each model's history_days is then
-    pruned, a bounded amount in short transactions of its own.
+    """What `probe` does: under the probe lock, probe `models` and record the results, then
+    (with `prune`) drop history past each model's history_days, a bounded amount in short
+    transactions of their own.
 
     The state file is opened (and checked) before the lock is taken, so a file that is not
     ours is refused without creating a lock file beside it.
     """
     with Store.open(db, write=True) as store, probe_lock(db, lock_wait_s):
         before = store.snapshots(m.id for m in models)
-        with Adapters(mode, _key_env_names(models, retention)) as adapters:
+        with Adapters(mode, registry.key_env_names()) as adapters:
             results = run_probes(models, adapters, concurrency, on_result)
         recorded = store.record(results, {m.id: m.thresholds for m in models})
-        if retention is not None:
-            prune_after_probe(store, retention)
+        if prune:
+            prune_after_probe(store, registry)
     return [ProbedModel(result, before.get(result.model), after) for result, after in recorded]
-
-
-def _key_env_names(models: Sequence[Model], registry: Registry | None) -> list[str | None]:
-    if registry is not None:
-        return list(registry.key_env_names())
-    return [m.provider.api_key_env for m in models]

@@ -22,6 +22,9 @@ ERROR_KINDS = (
 # A latest failure of one of these kinds means "fix the config", not "wait".
 MISCONFIG_KINDS = frozenset({"auth", "not_found", "bad_request", "missing_key"})
 
+# Why `start` did not start on its primary (SPEC "Commands and JSON").
+FALLBACK_REASONS = ("primary_unhealthy", "primary_slow", "primary_failed_at_start")
+
 STATUSES = ("healthy", "slow", "unhealthy", "misconfigured", "stale", "unknown")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from voicefallback.config import Model
 from voicefallback.health import status_of
-from voicefallback.records import ProbeResult, Snapshot, StatusChange
+from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
 from voicefallback.store import Store
 
@@ -93,3 +93,11 @@ def model_statuses(models: Sequence[Model], db: Path, now: datetime) -> list[tup
     with Store.open(db, write=False) as store:
         snapshots = store.snapshots(m.id for m in models)
     return [(m, status_of(snapshots.get(m.id), m.thresholds, now)) for m in models]
+
+
+def fallback_events(
+    db: Path, simulation_id: str | None, since: datetime | None, limit: int | None
+) -> list[FallbackEvent]:
+    """`fallbacks`: events newest first, straight from the state file."""
+    with Store.open(db, write=False) as store:
+        return store.events(simulation_id, since, limit)

@@ -103,25 +103,35 @@ def build_request(
         raise InputError(
             f"{sim_where}: at most {MAX_SIMULATION_ID} printable characters (got {got})"
         )
-    try:
-        # A lone surrogate (a "\ud800" escape, or bytes that were not UTF-8 in argv) can be
-        # neither stored nor printed: refuse it here, before anything is called or written.
-        json.dumps(config, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        culprit = where if body else sim_where
-        raise InputError(f"{culprit}: holds text that is not valid Unicode") from None
+    # A lone surrogate (a "\ud800" escape, or bytes that were not UTF-8 in argv) can be
+    # neither stored nor printed: refuse it here, before anything is called or written.
+    for culprit, value in (
+        ("--simulation-id", simulation_id),
+        ("--primary", primary),
+        ("--fallback", fallbacks),
+        (where, body),
+    ):
+        if value and not _is_unicode(value):
+            raise InputError(f"{culprit}: holds text that is not valid Unicode")
     first = config.get("primary")
     if first is None:
         raise InputError("--primary: required (or primary in --body)")
     if not isinstance(first, str):
         raise InputError(f"{where}: primary must be a model id string")
-    others = config.get("fallbacks", [])
-    if others is None:
+    others = config.get("fallbacks")
+    if others is None:  # absent: the request keeps no "fallbacks" key it did not send
         others = []
     if not isinstance(others, list) or not all(isinstance(m, str) for m in others):
         raise InputError(f"{where}: fallbacks must be an array of model id strings")
-    config["fallbacks"] = others
     return StartRequest(sim, first, tuple(others), config)
+
+
+def _is_unicode(value: object) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def validate_request(registry: Registry, request: StartRequest) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from voicefallback.config import Thresholds
+from voicefallback.health import verdict_figure
 from voicefallback.records import ProbeResult, Snapshot
 
 DEFAULT_WINDOW_CALLS = 20
@@ -43,14 +44,11 @@ def percentile(values: Sequence[int], fraction: float) -> int | None:
     return ordered[rank - 1]
 
 
-def verdict_figure(call: ProbeResult) -> int | None:
-    """The figure a success is judged on: TTFT, or total time when no text came back."""
-    return call.ttft_ms if call.ttft_ms is not None else call.latency_ms
-
-
 def recent_stats(calls: Sequence[ProbeResult]) -> RecentStats:
     successes = [c for c in calls if c.ok]
-    figures = [f for f in (verdict_figure(c) for c in successes) if f is not None]
+    figures = [
+        f for f in (verdict_figure(c.ttft_ms, c.latency_ms) for c in successes) if f is not None
+    ]
     return RecentStats(
         calls=len(calls),
         successes=len(successes),
