@@ -84,7 +84,6 @@ def test_slow_models_are_a_last_resort(cli):
         Path("models.toml"),
         HEAD
         + """
-[settings.x]
 [[models]]
 id = "p:down"
 stub = { error = "timeout" }
@@ -94,7 +93,7 @@ stub = { latency_ms = 3000, ttft_ms = 2500 }
 [[models]]
 id = "p:fast"
 stub = { latency_ms = 300 }
-""".replace("[settings.x]\n", ""),
+""",
     )
     auto = cli(
         "start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down", "--json"
