@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.fake_provider import OPENAI_KEY  # noqa: E402  (the key the fake server accepts)
 from voicefallback.config import Model, Provider, Thresholds  # noqa: E402
 from voicefallback.providers import Adapters  # noqa: E402
 from voicefallback.records import ProbeResult  # noqa: E402
 
 KEY_ENV = "VOICEFALLBACK_BENCH_KEY"
-FAKE_KEY = "sk-fake-openai-0123456789abcdefghij"  # tests/fake_provider.py OPENAI_KEY
 
 
 def start_fake() -> tuple[subprocess.Popen[str], str]:
@@ -74,7 +74,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    os.environ[KEY_ENV] = FAKE_KEY
+    os.environ[KEY_ENV] = OPENAI_KEY
     process, url = start_fake()
     try:
         provider = Provider(name="bench", type="openai", api_key_env=KEY_ENV, base_url=f"{url}/v1")

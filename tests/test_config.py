@@ -77,6 +77,16 @@ def test_mode_option_beats_environment_beats_file(cli, monkeypatch):
         (GOOD.replace('id = "p:m"', 'id = "p:gpt 4"'), "may hold only letters"),
         (GOOD.replace('id = "p:m"', 'id = "p:gpt\\u0007"'), "may hold only letters"),
         (GOOD.replace('id = "p:m"', "id = 7"), "id must be a string"),
+        (GOOD + "timeout_s = 1e300\n", "timeout_s must be at most 600 (10 minutes), got 1e+300"),
+        (GOOD + "timeout_s = 600.5\n", "timeout_s must be at most 600"),
+        (GOOD + "ttft_budget_ms = 600001\n", "ttft_budget_ms must be at most 600000"),
+        (
+            GOOD.replace("[settings]", "[settings]\nstale_after_s = 1e12"),
+            "[settings]: stale_after_s must be at most 3153600000 (100 years)",
+        ),
+        (GOOD + "history_days = 36501\n", "history_days must be at most 36500 (100 years)"),
+        (GOOD + "fail_after = 1001\n", "fail_after must be at most 1000, got 1001"),
+        (GOOD + "recover_after = 9223372036854775807\n", "recover_after must be at most 1000"),
         ("[settings]\nmode='stub'\n", "no models declared"),
         ("surprise = 1\n" + GOOD, "unknown key 'surprise'"),
         ("x = " + "[" * 5000 + "]" * 5000 + "\n", "invalid TOML"),
@@ -95,6 +105,83 @@ def test_invalid_registry_is_one_line_naming_file_and_place(cli, db_file, text, 
         assert result.stderr.count("\n") == 1
         assert str(path) in result.stderr and message in result.stderr, result.stderr
     assert not db_file.exists()
+
+
+def test_settings_at_their_upper_bounds_are_accepted(cli):
+    at_limits = GOOD.replace(
+        "[settings]",
+        "[settings]\ntimeout_s = 600\nttft_budget_ms = 600000\nstale_after_s = 3153600000\n"
+        "fail_after = 1000\nrecover_after = 1000\nhistory_days = 36500",
+    )
+    path = write_config(Path("limits.toml"), at_limits)
+    result = cli("models", "--json", "--config", str(path))
+    assert result.exit_code == 0, result.stderr
+    [model] = result.json["models"]
+    assert (model["timeoutMs"], model["failAfter"]) == (600_000, 1000)
+
+
+PASTED_KEYS = [
+    "sk-proj-Abc123def456GHI789jkl012MNO345pqr",  # not a name at all
+    "sk_live_abc123def456ghi789jkl012",  # fits [A-Za-z_][A-Za-z0-9_]*: a name in lower case
+    "a1B2c3D4e5F6g7H8i9J0kLmNoPqRsTuV",  # a plain token
+    "K" * 65,  # uppercase, but longer than any variable name
+]
+
+
+@pytest.mark.parametrize("pasted", PASTED_KEYS)
+def test_a_key_pasted_as_api_key_env_is_refused_without_being_repeated(cli, db_file, pasted):
+    text = GOOD.replace('type = "openai"', f'type = "openai"\napi_key_env = "{pasted}"')
+    path = write_config(Path("pasted.toml"), text)
+    for args in (("models", "--json"), ("probe", "--mode", "live"), ("health",)):
+        result = cli(*args, "--config", str(path))
+        assert result.exit_code == 2 and result.stdout == "", (args, result.stdout)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "[providers.p]: api_key_env must be the NAME of an environment variable" in (
+            result.stderr
+        )
+        assert "not the key itself" in result.stderr
+        assert pasted[:12] not in result.stderr and pasted[-8:] not in result.stderr
+    assert not db_file.exists()
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "_PRIVATE_KEY_2", "K" * 64])
+def test_environment_variable_names_are_accepted(cli, name):
+    text = GOOD.replace('type = "openai"', f'type = "openai"\napi_key_env = "{name}"')
+    result = cli("models", "--json", "--config", str(write_config(Path("ok.toml"), text)))
+    assert result.exit_code == 0 and result.json["models"][0]["apiKeyEnv"] == name
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://ada:s3cret-pass@gw.example/v1",
+        "http://tok3n-only@gw.example",
+        "ftp://u:s3cret-pass@x",
+    ],
+)
+def test_a_base_url_with_credentials_is_refused_without_being_repeated(cli, db_file, url):
+    text = GOOD.replace('type = "openai"', f'type = "openai"\nbase_url = "{url}"')
+    path = write_config(Path("creds.toml"), text)
+    result = cli("models", "--json", "--config", str(path))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "base_url must not carry credentials" in result.stderr
+    assert "s3cret" not in result.stderr and "tok3n" not in result.stderr
+    assert not db_file.exists()
+
+
+def test_an_unknown_model_error_lists_a_few_registered_ids_not_all(cli):
+    many = "[providers.p]\ntype = 'openai'\n" + "".join(
+        f'[[models]]\nid = "p:model-{n:03d}"\n' for n in range(1, 301)
+    )
+    path = write_config(Path("many.toml"), many)
+    result = cli("start", "--simulation-id", "s", "--primary", "p:nope", "--config", str(path))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "unknown model 'p:nope'" in result.stderr
+    assert (
+        "p:model-001, p:model-002" in result.stderr and "p:model-008 and 292 more" in result.stderr
+    )
+    assert "p:model-009" not in result.stderr and len(result.stderr) < 400
 
 
 def test_fallbacks_reads_events_without_the_registry(cli, monkeypatch):

@@ -94,3 +94,42 @@ def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch
     adapters._built["p"] = Echoing()
     for result in (adapters.probe(model), adapters.open_session(model, {})):
         assert result.message == f"upstream said: bad token {REDACTED}"
+
+
+def test_a_key_with_whitespace_around_it_is_redacted_as_sent_and_as_set(monkeypatch) -> None:
+    """The key is sent stripped (a CRLF env file leaves a \\r), so both forms must go."""
+    monkeypatch.setenv("VF_TEST_KEY_CR", "gw-token-0f1e2d3c4b5a\r")
+    monkeypatch.setenv("VF_TEST_KEY_BLANK", "      ")
+    secrets = secrets_from_env(["VF_TEST_KEY_CR", "VF_TEST_KEY_BLANK"])
+    assert sorted(secrets) == ["gw-token-0f1e2d3c4b5a", "gw-token-0f1e2d3c4b5a\r"]
+    assert redact("upstream said: bad token gw-token-0f1e2d3c4b5a.", secrets) == (
+        f"upstream said: bad token {REDACTED}."
+    )
+    assert redact("a\r\nb      c", secrets) == "a\r\nb      c"  # blanks are no secret
+
+
+@pytest.mark.parametrize("value", ["   ", "\r\n", ""])
+def test_a_blank_key_is_missing_everywhere_it_is_read(cli, monkeypatch, value) -> None:
+    """`models` and a live probe agree: a variable holding only whitespace holds no key."""
+    monkeypatch.setenv("OPENAI_API_KEY", value)
+    listed = cli("models", "--json").json["models"]
+    assert [m["apiKeySet"] for m in listed if m["apiKeyEnv"] == "OPENAI_API_KEY"] == [False] * 2
+    probed = cli("probe", "--mode", "live", "--json", "openai:gpt-4o-mini")
+    assert probed.json["results"][0]["error"] == "missing_key"  # no request was sent
+
+
+def test_a_key_with_a_trailing_carriage_return_counts_as_set(cli, monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdef\r")
+    listed = cli("models", "--json").json["models"]
+    assert listed[0]["apiKeyEnv"] == "OPENAI_API_KEY" and listed[0]["apiKeySet"] is True
+
+
+def test_error_lines_never_show_anything_shaped_like_a_key(cli, db_file) -> None:
+    """print_error is the last stop before stderr: a key pasted where an id belongs."""
+    pasted = "sk-proj-Abc123def456GHI789jkl012"
+    result = cli("probe", f"openai:{pasted}")
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert "MODEL_ID: unknown model 'openai:[REDACTED]'" in result.stderr
+    assert "Abc123def456" not in result.stderr
+    assert not db_file.exists()

@@ -124,6 +124,46 @@ def test_a_newer_schema_still_in_the_write_ahead_log_is_refused_too(cli, db_file
         newer.close()
 
 
+@pytest.mark.parametrize("command", [("fallbacks", "--json"), ("health", "--json")])
+def test_a_reader_kept_out_by_a_lock_says_how_long_it_really_waited(
+    cli, db_file, monkeypatch, command
+):
+    """Readers give up after the read busy timeout, not the writers' 60 s of retries."""
+    from voicefallback import store
+
+    assert cli("probe", "--json").exit_code == 0
+    locker = sqlite3.connect(db_file, isolation_level=None)
+    try:
+        locker.execute("PRAGMA journal_mode=DELETE")  # no WAL: a writer shuts readers out
+        monkeypatch.setattr(store, "READ_BUSY_TIMEOUT_S", 0.25)
+        locker.execute("BEGIN EXCLUSIVE")
+        result = cli(*command)
+    finally:
+        locker.close()
+    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "busy: another process kept it locked for over 0.25 s" in result.stderr
+
+
+def test_a_read_on_an_open_store_kept_out_by_a_lock_says_how_long_it_waited(
+    cli, db_file, monkeypatch
+):
+    from voicefallback import store
+    from voicefallback.errors import StateError
+
+    assert cli("probe", "--json").exit_code == 0
+    monkeypatch.setattr(store, "READ_BUSY_TIMEOUT_S", 0.25)
+    locker = sqlite3.connect(db_file, isolation_level=None)
+    try:
+        locker.execute("PRAGMA journal_mode=DELETE")
+        with store.Store.open(db_file, write=False) as reader:
+            locker.execute("BEGIN EXCLUSIVE")
+            with pytest.raises(StateError, match=r"locked for over 0\.25 s; try again"):
+                reader.events()
+    finally:
+        locker.close()
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo", "device"])
 def test_a_state_path_that_is_not_a_regular_file_is_refused_at_once(cli, db_file, kind):
     db_file.parent.mkdir(parents=True)

@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import ConfigError, InputError
 from voicefallback.records import ERROR_KINDS
 
@@ -24,10 +26,13 @@ PROVIDER_TYPES = ("openai", "anthropic")
 MAX_CONFIG_BYTES = 1024 * 1024  # a registry is a few KB; refuse to parse a huge file
 
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# Names only: a pasted key (sk-proj-..., sk_live_..., mixed-case tokens) does not fit, so it
+# is refused instead of being shown by `models --json` and stored in "X is not set" messages.
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}\Z")
 # Model names are what the API wants: letters, digits and . _ - / : @ + (no spaces, no control).
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/:@+]*\Z")
 MAX_MODEL_ID = 200
+_IDS_SHOWN = 8  # registered ids an "unknown model" error lists
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,15 @@ class Thresholds:
 
 _THRESHOLD_KEYS = {f.name: f.type for f in fields(Thresholds)}
 _INTEGER_KEYS = {"ttft_budget_ms", "fail_after", "recover_after"}
+# Larger values are typos (or would overflow dates and timers); each limit as the message says it.
+_THRESHOLD_MAX: dict[str, tuple[float, str]] = {
+    "timeout_s": (600, "600 (10 minutes)"),
+    "ttft_budget_ms": (600_000, "600000 (10 minutes)"),
+    "stale_after_s": (MAX_DAYS * 86_400, f"{MAX_DAYS * 86_400} (100 years)"),
+    "fail_after": (1000, "1000"),
+    "recover_after": (1000, "1000"),
+    "history_days": (MAX_DAYS, f"{MAX_DAYS} (100 years)"),
+}
 
 
 @dataclass(frozen=True)
@@ -93,9 +107,12 @@ class Registry:
                 raise InputError(
                     f"{where}: unknown model ({len(model_id)} characters, longer than any id)"
                 )
+            ids = [m.id for m in self.models]
+            shown = ", ".join(ids[:_IDS_SHOWN])
+            if len(ids) > _IDS_SHOWN:  # a registry of hundreds would not fit one line
+                shown += f" and {len(ids) - _IDS_SHOWN} more"
             raise InputError(
-                f"{where}: unknown model {model_id!r}; registered in {self.path}: "
-                + ", ".join(m.id for m in self.models)
+                f"{where}: unknown model {model_id!r}; registered in {self.path}: {shown}"
             )
         return model
 
@@ -141,6 +158,15 @@ def db_path(option: Path | None) -> Path:
     if os.environ.get(DB_ENV):
         return Path(os.environ[DB_ENV])
     return user_state_dir() / "state.db"
+
+
+def api_key(env_name: str | None) -> str | None:
+    """The one place a key is read: the named variable's value without surrounding whitespace
+    (a newline or carriage return from a pasted key or a CRLF env file); None when unset or blank.
+    """
+    if not env_name:
+        return None
+    return os.environ.get(env_name, "").strip() or None
 
 
 def resolve_mode(option: str | None, registry: Registry) -> str:
@@ -226,6 +252,9 @@ def _threshold(key: str, value: Any, where: str) -> float | int:
     if not math.isfinite(value) or value <= 0:
         expected = "a positive integer" if integer else "a positive number"
         raise ConfigError(f"{where}: {key} must be {expected}, got {value!r}")
+    limit, shown = _THRESHOLD_MAX[key]
+    if value > limit:
+        raise ConfigError(f"{where}: {key} must be at most {shown}, got {value!r}")
     return int(value) if integer else float(value)
 
 
@@ -257,10 +286,17 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
             raise ConfigError(f"{at}: type must be 'openai' or 'anthropic', got {kind!r}")
         key_env = table.get("api_key_env")
         if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.match(key_env)):
+            # Never repeat the value: it is often the key itself, pasted in by mistake.
             raise ConfigError(
-                f"{at}: api_key_env must name an environment variable, got {key_env!r}"
+                f"{at}: api_key_env must be the NAME of an environment variable such as"
+                " OPENAI_API_KEY (A-Z, 0-9 and _, at most 64 characters), not the key itself"
             )
         base_url = table.get("base_url")
+        if isinstance(base_url, str) and _has_credentials(base_url):
+            raise ConfigError(
+                f"{at}: base_url must not carry credentials (user:password@);"
+                " put the key in the environment variable api_key_env names"
+            )
         if base_url is not None and (
             not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
         ):
@@ -305,6 +341,14 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
     return Registry(
         path=path, mode=mode, defaults=defaults, providers=providers, models=tuple(models)
     )
+
+
+def _has_credentials(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "@" in url
+    return "@" in parts.netloc
 
 
 def _stub(value: Any, where: str) -> Stub:

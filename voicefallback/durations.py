@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from datetime import datetime, timedelta
 
@@ -10,6 +9,9 @@ from voicefallback.errors import InputError
 from voicefallback.records import parse_iso
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Longer spans are typos, and dates that far back (or a sleep that long) overflow.
+MAX_DAYS = 36_500  # a century
+MAX_DURATION_S = MAX_DAYS * 86_400.0
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)\s*\Z", re.IGNORECASE)
 
 
@@ -19,8 +21,10 @@ def parse_duration(text: str, where: str) -> float:
     if match is None:
         raise InputError(f"{where}: not a duration: {text!r} (e.g. 90s, 15m, 24h, 7d)")
     seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
-    if not math.isfinite(seconds) or seconds <= 0:
+    if seconds <= 0:
         raise InputError(f"{where}: duration must be more than zero, got {text!r}")
+    if seconds > MAX_DURATION_S:  # also catches 400 digits, which float() makes infinite
+        raise InputError(f"{where}: duration must be at most {MAX_DAYS}d (100 years), got {text!r}")
     return seconds
 
 
@@ -34,6 +38,8 @@ def parse_since(text: str, now: datetime, where: str = "--since") -> datetime:
         raise InputError(
             f"{where}: not an ISO-8601 time or a duration such as 1h: {text!r}"
         ) from None
+    except OverflowError:  # a valid local time whose UTC lies outside year 1..9999
+        raise InputError(f"{where}: time out of range: {text!r}") from None
 
 
 def format_age(seconds: float) -> str:

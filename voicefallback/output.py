@@ -11,9 +11,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicefallback.config import Model, Registry
+from voicefallback.config import Model, Registry, api_key
 from voicefallback.durations import format_age, format_span
 from voicefallback.records import FallbackEvent, ProbeResult, StatusChange, iso, parse_iso
+from voicefallback.redaction import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,8 +40,9 @@ def print_json(document: dict[str, Any]) -> None:
 
 
 def print_error(message: str) -> None:
-    """One line on stderr; newlines in the message are flattened so it stays one line."""
-    flat = " ".join(message.split())
+    """One line on stderr; newlines in the message are flattened so it stays one line, and
+    anything shaped like a key is redacted: the last stop before a terminal or a CI log."""
+    flat = redact(" ".join(message.split()))
     sys.stderr.write(f"voicefallback: error: {flat}\n")
     sys.stderr.flush()
 
@@ -169,8 +171,7 @@ def models_json(registry: Registry, mode: str, rows: Sequence[tuple[Model, str]]
                 "name": model.name,
                 "baseUrl": model.provider.base_url,
                 "apiKeyEnv": model.provider.api_key_env,
-                "apiKeySet": bool(model.provider.api_key_env)
-                and bool(os.environ.get(model.provider.api_key_env or "")),
+                "apiKeySet": api_key(model.provider.api_key_env) is not None,
                 "ok": status == "healthy",
                 "status": status,
                 "ttftBudgetMs": model.thresholds.ttft_budget_ms,

@@ -6,6 +6,8 @@ import os
 import re
 from collections.abc import Iterable
 
+from voicefallback.config import api_key
+
 REDACTED = "[REDACTED]"
 # Shorter values are not real API keys, and replacing them would garble ordinary words.
 MIN_SECRET_LENGTH = 6
@@ -30,5 +32,12 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
 
 
 def secrets_from_env(names: Iterable[str | None]) -> list[str]:
-    """The values of the named environment variables that are set (the configured keys)."""
-    return [os.environ[name] for name in names if name and os.environ.get(name)]
+    """The configured keys: each named variable's value as sent (stripped, see config.api_key)
+    and as set (with the whitespace around it), for variables that hold a key."""
+    found: dict[str, None] = {}  # ordered, without repeats
+    for name in names:
+        key = api_key(name)
+        if name and key is not None:
+            found[os.environ[name]] = None
+            found[key] = None
+    return list(found)

@@ -496,7 +496,7 @@ class Store:
                 break
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise _state_error(self.path, exc, "write") from None
+                    raise _state_error(self.path, exc, "write", WRITE_DEADLINE_S) from None
                 time.sleep(random.uniform(0.005, 0.05))
         try:
             yield conn
@@ -509,7 +509,7 @@ class Store:
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise _state_error(self.path, exc, "write") from None
+                raise _state_error(self.path, exc, "write", _busy_timeout_s(conn)) from None
             raise
 
     def _retry_busy(self, action: str, operation: Callable[[], _T]) -> _T:
@@ -520,7 +520,7 @@ class Store:
                 return operation()
             except sqlite3.OperationalError as exc:
                 if not _is_busy(exc) or time.monotonic() > deadline:
-                    raise _state_error(self.path, exc, action) from None
+                    raise _state_error(self.path, exc, action, WRITE_DEADLINE_S) from None
             time.sleep(random.uniform(0.005, 0.05))
 
     @contextmanager
@@ -528,7 +528,8 @@ class Store:
         try:
             yield
         except sqlite3.Error as exc:
-            raise _state_error(self.path, exc, action) from None
+            waited = _busy_timeout_s(self._conn)  # a reader's or a writer's connection
+            raise _state_error(self.path, exc, action, waited) from None
 
     # -- reads for health explanations, history and metrics -------------------------------
     # Each one walks an index backwards under a LIMIT, or reads a table of a few rows, so its
@@ -763,7 +764,8 @@ def _connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> 
         if not readonly:
             conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL: consistent after a crash
     except sqlite3.Error as exc:
-        raise _state_error(path, exc, "open") from None
+        waited = READ_BUSY_TIMEOUT_S if readonly else BUSY_TIMEOUT_S
+        raise _state_error(path, exc, "open", waited) from None
     return conn
 
 
@@ -782,7 +784,7 @@ def _connect_readonly(path: Path) -> tuple[sqlite3.Connection, int]:
                 raise
         return _checked(_connect(path, readonly=True, immutable=True))
     except sqlite3.Error as exc:
-        raise _state_error(path, exc, "read") from None
+        raise _state_error(path, exc, "read", READ_BUSY_TIMEOUT_S) from None
 
 
 def _checked(conn: sqlite3.Connection) -> tuple[sqlite3.Connection, int]:
@@ -798,14 +800,24 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return "locked" in text or "busy" in text
 
 
-def _state_error(path: Path, exc: sqlite3.Error, action: str) -> StateError:
+def _busy_timeout_s(conn: sqlite3.Connection | None) -> float:
+    """How long SQLite waits for a lock on this connection before it reports it busy."""
+    if conn is not None:
+        with suppress(sqlite3.Error):
+            return float(conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
+    return BUSY_TIMEOUT_S
+
+
+def _state_error(path: Path, exc: sqlite3.Error, action: str, waited_s: float) -> StateError:
+    """One line for a failed SQLite call; `waited_s` is how long a lock was waited for."""
     text = str(exc)
     lowered = text.lower()
     if _is_busy(exc):
-        # Only after WRITE_DEADLINE_S of retries: some process holds a transaction open.
+        # Only after waiting that long (retries, or SQLite's busy timeout): some process
+        # holds a transaction open.
         return StateError(
             f"{path}: state file busy: another process kept it locked for over"
-            f" {WRITE_DEADLINE_S:.0f} s; try again"
+            f" {waited_s:g} s; try again"
         )
     if "not a database" in lowered or "file is encrypted" in lowered:
         return StateError(f"{path}: not a voicefallback state file (not SQLite)")

@@ -17,7 +17,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Mapping
@@ -26,7 +25,7 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-from voicefallback.config import Model, Provider
+from voicefallback.config import Model, Provider, api_key
 from voicefallback.records import ProbeResult, utcnow
 from voicefallback.redaction import redact
 
@@ -237,8 +236,8 @@ def read_key(provider: Provider) -> tuple[str | None, Failure | None]:
         return None, Failure(
             "missing_key", f"provider {provider.name!r} has no api_key_env in models.toml"
         )
-    value = os.environ.get(provider.api_key_env, "").strip()
-    if not value:
+    value = api_key(provider.api_key_env)
+    if value is None:
         return None, Failure(
             "missing_key",
             f"{provider.api_key_env} is not set (API key for provider {provider.name!r})",
