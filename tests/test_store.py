@@ -230,3 +230,16 @@ def test_without_wal_a_commit_waits_for_readers_instead_of_failing(tmp_path):
         release.join()
         reader.close()
     assert query(db, "SELECT uid FROM events") == [("waited",)]
+
+
+def test_older_evidence_committed_late_does_not_rewind_the_verdict(tmp_path):
+    """A probe run that finishes after a `start` recorded a newer call keeps its row in
+    history, but the snapshot keeps the newer evidence."""
+    db = tmp_path / "s.db"
+    with Store.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS)  # a start's success, now
+        [(_, kept)] = store.record([call("p:a", 8 / 86400, ok=False)], LIMITS)  # 8 s older
+        snapshot = store.snapshots(["p:a"])["p:a"]
+    assert snapshot.ok and snapshot.consecutive_failures == 0 and kept == snapshot
+    assert query(db, "SELECT ok FROM probes ORDER BY id") == [(1,), (0,)]
+    assert query(db, "SELECT to_status FROM status_changes") == [("healthy",)]

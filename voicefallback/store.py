@@ -216,7 +216,7 @@ class Store:
         import sqlite_utils
 
         conn = self._require_conn()
-        db = sqlite_utils.Database(conn)
+        db = sqlite_utils.Database(conn, execute_plugins=False)  # no third-party code here
         # Many processes may open a new file at once: the version is re-read under the
         # write lock, so each migration runs exactly once.
         with self._write():
@@ -250,7 +250,6 @@ class Store:
             updated = []
             for result in results:
                 previous = self._snapshot(conn, result.model)
-                snapshot = apply_probe(previous, result, limits[result.model])
                 conn.execute(
                     "INSERT INTO probes (model, at, kind, ok, latency_ms, ttft_ms, error, message,"
                     " http_status, retry_after_s, input_tokens, output_tokens, stub)"
@@ -271,6 +270,12 @@ class Store:
                         int(result.stub),
                     ),
                 )
+                if previous is not None and result.at < previous.last_checked_at:
+                    # Older evidence committed late (a slow probe run finishing after a
+                    # `start` recorded a newer call): history keeps it, the verdict does not.
+                    updated.append((result, previous))
+                    continue
+                snapshot = apply_probe(previous, result, limits[result.model])
                 conn.execute(
                     "INSERT OR REPLACE INTO snapshots (model, last_checked_at, ok, latency_ms,"
                     " ttft_ms, last_error, consecutive_failures, consecutive_successes, failing,"
@@ -504,7 +509,7 @@ class Store:
             # readers in the way; the transaction stays open and COMMIT can be retried.
             self._retry_busy("write", lambda: conn.execute("COMMIT"))
         except BaseException as exc:
-            # Ctrl-C, SIGTERM (cli.Terminated) and errors alike: nothing of it is kept.
+            # Ctrl-C, SIGTERM (errors.Terminated) and errors alike: nothing of it is kept.
             if conn.in_transaction:
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
