@@ -181,3 +181,13 @@ def test_hostile_registry_is_one_line_exit_2_and_the_state_file_is_untouched(
 def test_huge_limit_means_no_limit_rather_than_a_crash(run_main, existing_state):
     result = run_main("fallbacks", "--json", "--limit", "9" * 30)
     assert result.exit_code == 0 and len(result.json["events"]) == 1
+
+
+def test_huge_windows_and_history_limits_are_refused_in_one_line(run_main):
+    for args in (
+        ("health", "--window", "9" * 23),
+        ("health", "--history", "openai:gpt-4o-mini", "--limit", "9" * 23),
+    ):
+        result = run_main(*args)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "Invalid value for" in result.stderr

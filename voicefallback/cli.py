@@ -305,6 +305,7 @@ def health(
         typer.Option(
             "--window",
             min=1,
+            max=100_000,
             metavar="N",
             help="Success rate and p50/p95 TTFT cover at most the last N probes of each model...",
         ),
@@ -331,6 +332,7 @@ def health(
         typer.Option(
             "--limit",
             min=1,
+            max=1_000_000,
             help="With --history: at most this many probes and status changes (default: 20).",
             show_default=False,
         ),
