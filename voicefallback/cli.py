@@ -56,6 +56,7 @@ ModeOption = Annotated[
     Optional[str],
     typer.Option(
         "--mode",
+        metavar="stub|live",
         help="stub (deterministic fake calls) or live (real provider calls) "
         "(env: VOICEFALLBACK_MODE; default: settings.mode).",
         show_default=False,
@@ -414,17 +415,26 @@ def start(
     simulation_id: Annotated[
         Optional[str],
         typer.Option(
-            "--simulation-id", help="The session's id (simulationId).", show_default=False
+            "--simulation-id",
+            metavar="ID",
+            help="The session's id (simulationId).",
+            show_default=False,
         ),
     ] = None,
     primary: Annotated[
         Optional[str],
-        typer.Option("--primary", help="Model the session should start on.", show_default=False),
+        typer.Option(
+            "--primary",
+            metavar="MODEL_ID",
+            help="Model the session should start on.",
+            show_default=False,
+        ),
     ] = None,
     fallback: Annotated[
         Optional[list[str]],
         typer.Option(
             "--fallback",
+            metavar="MODEL_ID",
             help="A fallback model, in order of preference; repeat for more. "
             "Default: every other registered model, in registry order.",
             show_default=False,
@@ -434,6 +444,7 @@ def start(
         Optional[str],
         typer.Option(
             "--body",
+            metavar="JSON|@FILE|-",
             help="The old service's JSON request body: inline, @FILE, or - for stdin.",
             show_default=False,
         ),
@@ -492,7 +503,12 @@ def _read_body(value: str) -> str:
 def fallbacks(
     simulation_id: Annotated[
         Optional[str],
-        typer.Option("--simulation-id", help="Only events of this session.", show_default=False),
+        typer.Option(
+            "--simulation-id",
+            metavar="ID",
+            help="Only events of this session.",
+            show_default=False,
+        ),
     ] = None,
     since: Annotated[
         Optional[str],
