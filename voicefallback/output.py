@@ -461,7 +461,7 @@ def print_start_panel(document: dict[str, Any]) -> None:
             + (f" ({c['error']})" if c["error"] else "")
             for c in document["candidates"]
         ]
-        _console().print(Panel("\n".join(lines), title="start", border_style="red"))
+        _console().print(Panel("\n".join(lines), title="start", border_style="red", expand=False))
         return
     lines = [
         f"session [bold]{_e(document['simulationId'])}[/] started on"
@@ -476,7 +476,7 @@ def print_start_panel(document: dict[str, Any]) -> None:
     if agent.get("text"):
         lines.append(f"opening line: {_e(agent['text'])}")
     style = "yellow" if document["usedFallback"] else "green"
-    _console().print(Panel("\n".join(lines), title="start", border_style=style))
+    _console().print(Panel("\n".join(lines), title="start", border_style=style, expand=False))
 
 
 def print_events_table(document: dict[str, Any]) -> None:
