@@ -229,15 +229,28 @@ def bench_choose(work: Path) -> list[tuple[str, str, float, str]]:
     ]
 
 
-_LIST_MODULES = """
-import runpy, sys
+_RUN_AND_REPORT = """
+import resource, runpy, sys
 sys.argv = ["voicefallback", *sys.argv[1:]]
 try:
     runpy.run_module("voicefallback", run_name="__main__")
 except SystemExit:
     pass
 sys.stderr.write("MODULES=" + ",".join(m for m in sys.modules if not m.startswith("__")) + "\\n")
+sys.stderr.write(f"PEAK_MB={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}\\n")
 """
+
+
+def run_and_report(command: list[str], env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """Run a voicefallback command line in-process; its stdout, and what it reported: every
+    module it ended up importing, in order (the SDK and what its client loads lazily on first
+    use included), and its peak memory."""
+    done = subprocess.run(
+        [PY, "-c", _RUN_AND_REPORT, *command[3:]], env=env, capture_output=True, text=True
+    )
+    facts = dict(x.split("=", 1) for x in done.stderr.splitlines() if x[:1].isupper() and "=" in x)
+    return done.stdout, facts
+
 
 _IMPORT_ONLY = """
 import importlib, sys
@@ -247,16 +260,6 @@ for name in sys.argv[1].split(","):
     except Exception:
         pass
 """
-
-
-def imported_by(command: list[str], env: dict[str, str]) -> str:
-    """Every module `command` (a voicefallback command line) ends up importing, in order:
-    the SDK, and what its client loads lazily on first use, included."""
-    done = subprocess.run(
-        [PY, "-c", _LIST_MODULES, *command[3:]], env=env, capture_output=True, text=True
-    )
-    line = next(x for x in done.stderr.splitlines() if x.startswith("MODULES="))
-    return line.removeprefix("MODULES=")
 
 
 def bench_live_probe(work: Path, runs: int) -> list[tuple[str, str, float, str]]:
@@ -270,17 +273,15 @@ def bench_live_probe(work: Path, runs: int) -> list[tuple[str, str, float, str]]
             "BENCH_KEY": OPENAI_KEY,
         }
         probe = vf("probe", "--json", "--mode", "live")
-        baseline = [PY, "-c", _IMPORT_ONLY, imported_by(probe, env)]
+        baseline = [PY, "-c", _IMPORT_ONLY, run_and_report(probe, env)[1]["MODULES"]]
         base, wall = interleaved(runs, env, baseline, probe)
         ttfts: list[float] = []
         peaks: list[float] = []
         for _ in range(runs):
-            done = subprocess.run(
-                [PY, "-c", _PEAK_MEMORY, *probe[3:]], env=env, capture_output=True, text=True
-            )
-            document = json.loads(done.stdout.splitlines()[0])
+            stdout, facts = run_and_report(probe, env)
+            document = json.loads(stdout.splitlines()[0])
             ttfts += [r["ttftMs"] for r in document["results"] if r["ttftMs"] is not None]
-            peaks.append(float(done.stderr.strip().splitlines()[-1]))
+            peaks.append(float(facts["PEAK_MB"]))
     median_ttft = statistics.median(ttfts)
     return [
         (
@@ -303,17 +304,6 @@ def bench_live_probe(work: Path, runs: int) -> list[tuple[str, str, float, str]]
             "max RSS of the process",
         ),
     ]
-
-
-_PEAK_MEMORY = """
-import resource, runpy, sys
-sys.argv = ["voicefallback", *sys.argv[1:]]
-try:
-    runpy.run_module("voicefallback", run_name="__main__")
-except SystemExit:
-    pass
-sys.stderr.write(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f}\\n")
-"""
 
 
 def main() -> None:
