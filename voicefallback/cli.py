@@ -14,12 +14,13 @@ import typer
 
 from voicefallback import __version__
 from voicefallback.config import Model, Registry, config_path, db_path, load_registry, resolve_mode
+from voicefallback.documents import print_json
 from voicefallback.durations import format_span
 from voicefallback.errors import InputError, Terminated, VoicefallbackError
 from voicefallback.locking import DEFAULT_WAIT_S
-from voicefallback.output import print_error, print_json, print_notice
 from voicefallback.probing import DEFAULT_CONCURRENCY
 from voicefallback.stats import DEFAULT_WINDOW_CALLS, DEFAULT_WINDOW_SPAN_S
+from voicefallback.tables import print_error, print_notice
 
 app = typer.Typer(
     name="voicefallback",
@@ -207,7 +208,7 @@ def probe(
 
     Example: voicefallback probe --quiet --textfile /var/lib/node_exporter/voicefallback.prom
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.durations import parse_duration
     from voicefallback.health import status_of
     from voicefallback.probing import probe_run
@@ -233,7 +234,7 @@ def probe(
 
     def one_round() -> dict[str, Any]:
         started = utcnow()
-        with output.probe_progress(len(selected)) if progress else nullcontext() as on_result:
+        with tables.probe_progress(len(selected)) if progress else nullcontext() as on_result:
             probed = probe_run(
                 registry,
                 selected,
@@ -248,16 +249,16 @@ def probe(
             (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
             for p in probed
         ]
-        document = output.probe_json(started, chosen_mode, rows)
+        document = documents.probe_json(started, chosen_mode, rows)
         if textfile is not None:
             _write_textfile(textfile, registry, state)
         if json:
             print_json(document)
         elif quiet:
-            for line in output.status_change_lines(probed):
-                output.print_notice(line)
+            for line in tables.status_change_lines(probed):
+                tables.print_notice(line)
         else:
-            output.print_probe_table(document)
+            tables.print_probe_table(document)
         return document
 
     if interval is None:
@@ -271,7 +272,7 @@ def probe(
     with _domain_errors():  # main() turns SIGTERM into Terminated, which ends the loop too
         rounds = repeat_every(interval, one_round, lambda exc: print_error(str(exc)))
     if not quiet and not json:
-        output.print_notice(f"stopped after {rounds} rounds")
+        tables.print_notice(f"stopped after {rounds} rounds")
 
 
 def _write_textfile(path: Path, registry: Registry, state: Path) -> None:
@@ -352,7 +353,7 @@ def health(
 
     Example: voicefallback health --require openai:gpt-4o-mini --json
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.durations import parse_duration, parse_since
     from voicefallback.records import utcnow
     from voicefallback.reports import health_report, model_history
@@ -383,7 +384,7 @@ def health(
                 window=recent,
                 now=now,
             )
-            document = output.history_json(past)
+            document = documents.history_json(past)
             rows = [document]
         else:
             selected = _select_with(registry, models, required)
@@ -394,7 +395,7 @@ def health(
                 now,
                 with_event_counts=fmt is OutputFormat.prometheus,
             )
-            document = output.health_json(report)
+            document = documents.health_json(report)
             rows = document["models"]
     if fmt is OutputFormat.prometheus:
         from voicefallback.metrics import prometheus_text
@@ -403,9 +404,9 @@ def health(
     elif fmt is OutputFormat.json:
         print_json(document)
     elif history is not None:
-        output.print_history(document)
+        tables.print_history(document)
     else:
-        output.print_health_table(document)
+        tables.print_health_table(document)
     if _gate_failed(rows, check, required):
         raise typer.Exit(1)
 
@@ -458,7 +459,7 @@ def start(
 
     Example: voicefallback start --simulation-id sim-1 --primary openai:gpt-4o-mini --json
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.sessions import build_request, parse_body, start_session
 
     with _domain_errors():
@@ -466,11 +467,11 @@ def start(
         parsed = parse_body(_read_body(body), "--body") if body is not None else {}
         request = build_request(parsed, simulation_id, primary, fallback)
         outcome = start_session(registry, db_path(db), resolve_mode(mode, registry), request)
-        document = output.start_json(outcome)
+        document = documents.start_json(outcome)
     if json:
         print_json(document)
     else:
-        output.print_start_panel(document)
+        tables.print_start_panel(document)
     if outcome.chosen is None:
         print_error(outcome.error or "no model could be started")
         raise typer.Exit(1)
@@ -530,7 +531,7 @@ def fallbacks(
 
     Example: voicefallback fallbacks --since 24h --json
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.durations import parse_since
     from voicefallback.records import utcnow
     from voicefallback.reports import fallback_events
@@ -539,11 +540,11 @@ def fallbacks(
     with _domain_errors():
         since_at = parse_since(since, utcnow()) if since is not None else None
         events = fallback_events(db_path(db), simulation_id, since_at, limit)
-        document = output.events_json(events)
+        document = documents.events_json(events)
     if json:
         print_json(document)
     else:
-        output.print_events_table(document)
+        tables.print_events_table(document)
 
 
 @app.command()
@@ -559,16 +560,16 @@ def init(
 
     Example: voicefallback init --config ./models.toml
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.starter import starter_path, write_starter
 
     with _domain_errors():
         written = write_starter(starter_path(config))
-        document = output.init_json(written, db_path(db))
+        document = documents.init_json(written, db_path(db))
     if json:
         print_json(document)
     else:
-        output.print_init(document)
+        tables.print_init(document)
 
 
 @app.command("models")
@@ -582,7 +583,7 @@ def list_models(
 
     Example: voicefallback models --json
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.records import utcnow
     from voicefallback.reports import model_statuses
 
@@ -590,11 +591,11 @@ def list_models(
         registry = _registry(config)
         chosen_mode = resolve_mode(mode, registry)
         rows = model_statuses(registry.models, db_path(db), utcnow())
-        document = output.models_json(registry, chosen_mode, rows)
+        document = documents.models_json(registry, chosen_mode, rows)
     if json:
         print_json(document)
     else:
-        output.print_models_table(document)
+        tables.print_models_table(document)
 
 
 @app.command()
@@ -622,7 +623,7 @@ def prune(
 
     Example: voicefallback prune --vacuum --json
     """
-    from voicefallback import output
+    from voicefallback import documents, tables
     from voicefallback.retention import prune as prune_state
 
     with _domain_errors():
@@ -630,11 +631,11 @@ def prune(
         report = prune_state(
             db_path(db), registry, events_older_than_days=events_older_than, vacuum=vacuum
         )
-        document = output.prune_json(report)
+        document = documents.prune_json(report)
     if json:
         print_json(document)
     else:
-        output.print_prune(document)
+        tables.print_prune(document)
 
 
 def _terminate(signum: int, frame: object) -> None:
