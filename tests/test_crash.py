@@ -49,7 +49,7 @@ WRITES = {
     "probe": (["probe", "--json"], "INSERT INTO probes"),
     "start": (
         ["start", "--simulation-id", "interrupted", "--primary", SONNET, "--json"],
-        "INSERT OR IGNORE INTO events",
+        "INSERT INTO events",
     ),
 }
 

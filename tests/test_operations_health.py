@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import SHIPPED_CONFIG
 from voicefallback.config import load_registry
+from voicefallback.health import apply_probe
 from voicefallback.records import ProbeResult, parse_iso
-from voicefallback.store import Store
+from voicefallback.store.sqlite import SQLiteStore
 
 MINI = "openai:gpt-4o-mini"
 SONNET = "anthropic:claude-3-5-sonnet-latest"
@@ -24,9 +25,11 @@ GPT4O = "openai:gpt-4o"
 def record(config: Path, db: Path, *results: ProbeResult) -> None:
     """Write calls with chosen times, as if they had been made then."""
     registry = load_registry(config)
-    with Store.open(db, write=True) as store:
+    with SQLiteStore.open(db, write=True) as store:
         for result in results:
-            store.record([result], {m.id: m.thresholds for m in registry.models})
+            store.record(
+                [result], {m.id: m.thresholds for m in registry.models}, update=apply_probe
+            )
 
 
 def ago(**delta: float) -> datetime:

@@ -9,15 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 
 from voicefallback.config import Thresholds
+from voicefallback.health import apply_probe
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, utcnow
-from voicefallback.store import Store
+from voicefallback.store.sqlite import SQLiteStore
 
 LIMITS = {f"p:m{i}": Thresholds() for i in range(3)}
 
 
 def fill(db: Path, calls_per_model: int = 300) -> None:
     start = utcnow() - timedelta(days=2)
-    with Store.open(db, write=True) as store:
+    with SQLiteStore.open(db, write=True) as store:
         results = [
             ProbeResult(
                 model=f"p:m{n % 3}",
@@ -29,7 +30,7 @@ def fill(db: Path, calls_per_model: int = 300) -> None:
             )
             for n in range(calls_per_model * 3)
         ]
-        store.record(results, LIMITS)
+        store.record(results, LIMITS, update=apply_probe)
 
 
 def explain(db: Path, sql: str, params: tuple[object, ...]) -> list[str]:
@@ -41,7 +42,7 @@ def test_operations_reads_walk_indexes_without_sorting(tmp_path):
     db = tmp_path / "s.db"
     fill(db)
     seen: list[str] = []
-    with Store.open(db, write=False) as store:
+    with SQLiteStore.open(db, write=False) as store:
         assert store._conn is not None
         store._conn.set_trace_callback(seen.append)
         since = utcnow() - timedelta(hours=1)
@@ -65,7 +66,7 @@ def test_operations_reads_walk_indexes_without_sorting(tmp_path):
 def test_recent_calls_and_last_failure_are_exact(tmp_path):
     db = tmp_path / "s.db"
     fill(db, calls_per_model=50)
-    with Store.open(db, write=False) as store:
+    with SQLiteStore.open(db, write=False) as store:
         calls = store.recent_calls("p:m2", limit=5)
         failure = store.last_failure("p:m2")
         changes = store.status_changes("p:m2", limit=100)
@@ -91,16 +92,16 @@ def test_an_event_written_twice_is_counted_once(tmp_path):
         fallback_source="auto",
         candidates=[Candidate("p:m0", "unhealthy", "overloaded")],
     )
-    with Store.open(db, write=True) as store:
-        store.record([], LIMITS, event)
-        store.record([], LIMITS, event)  # a retried write
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([], LIMITS, event, update=apply_probe)
+        store.record([], LIMITS, event, update=apply_probe)  # a retried write
         assert store.event_counts() == {"primary_unhealthy": 1}
         assert len(store.events()) == 1
 
 
 def test_reads_on_a_missing_file_are_empty_and_create_nothing(tmp_path):
     db = tmp_path / "none" / "s.db"
-    with Store.open(db, write=False) as store:
+    with SQLiteStore.open(db, write=False) as store:
         assert store.recent_calls("p:m0", limit=5) == []
         assert store.last_failure("p:m0") is None
         assert store.status_changes("p:m0", limit=5) == []

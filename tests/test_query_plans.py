@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import voicefallback.store as store_module
+import voicefallback.store.statefile as store_module
 
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 
@@ -20,14 +20,14 @@ SONNET = "anthropic:claude-3-5-sonnet-latest"
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     seen: list[str] = []
-    original = store_module._connect
+    original = store_module.connect
 
     def tracing(*args, **kwargs):  # type: ignore[no-untyped-def]
         conn = original(*args, **kwargs)
         conn.set_trace_callback(seen.append)
         return conn
 
-    monkeypatch.setattr(store_module, "_connect", tracing)
+    monkeypatch.setattr(store_module, "connect", tracing)
     yield seen
 
 

@@ -11,8 +11,9 @@ import pytest
 from tests.conftest import write_config
 from voicefallback import retention
 from voicefallback.config import Thresholds, load_registry
+from voicefallback.health import apply_probe
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, utcnow
-from voicefallback.store import Store
+from voicefallback.store.sqlite import SQLiteStore
 
 REGISTRY = """
 [settings]
@@ -32,7 +33,7 @@ LIMITS = {m: Thresholds() for m in ("p:short", "p:long", "p:retired")}
 
 def seed(db: Path, ages_days: list[float], models=("p:short", "p:long", "p:retired")) -> None:
     now = utcnow()
-    with Store.open(db, write=True) as store:
+    with SQLiteStore.open(db, write=True) as store:
         store.record(
             [
                 ProbeResult(model=m, ok=True, at=now - timedelta(days=age), latency_ms=9, stub=True)
@@ -40,6 +41,7 @@ def seed(db: Path, ages_days: list[float], models=("p:short", "p:long", "p:retir
                 for m in models
             ],
             LIMITS,
+            update=apply_probe,
         )
         for age in (400, 1):
             store.record(
@@ -55,6 +57,7 @@ def seed(db: Path, ages_days: list[float], models=("p:short", "p:long", "p:retir
                     fallback_source="auto",
                     candidates=[Candidate("p:short", "unhealthy", "timeout")],
                 ),
+                update=apply_probe,
             )
 
 
@@ -115,7 +118,7 @@ def test_minute_probes_pruned_as_they_go_keep_the_file_from_growing(tmp_path, re
     start = utcnow() - timedelta(days=12)
     sizes = []
     for day in range(12):
-        with Store.open(db, write=True) as store:
+        with SQLiteStore.open(db, write=True) as store:
             store.record(
                 [
                     ProbeResult(
@@ -129,10 +132,11 @@ def test_minute_probes_pruned_as_they_go_keep_the_file_from_growing(tmp_path, re
                     for minute in range(24 * 60)
                 ],
                 LIMITS,
+                update=apply_probe,
             )
         end_of_day = start + timedelta(days=day + 1)
         retention.prune(db, registry, clock=lambda moment=end_of_day: moment)
-        with Store.open(db, write=False) as store:
+        with SQLiteStore.open(db, write=False) as store:
             sizes.append(store.size_bytes())
     assert count(db, "SELECT count(*) FROM probes") == [(2 * 24 * 60,)]
     # Once two days are kept, freed pages are reused: the file stops growing.

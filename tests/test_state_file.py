@@ -72,9 +72,9 @@ def empty_sqlite_with_a_user_version(db: Path) -> None:
 
 
 def ours_from_a_newer_version(db: Path) -> None:
-    from voicefallback.store import Store
+    from voicefallback.store.sqlite import SQLiteStore
 
-    Store.open(db, write=True).close()
+    SQLiteStore.open(db, write=True).close()
     conn = sqlite3.connect(db)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
@@ -129,13 +129,13 @@ def test_a_reader_kept_out_by_a_lock_says_how_long_it_really_waited(
     cli, db_file, monkeypatch, command
 ):
     """Readers give up after the read busy timeout, not the writers' 60 s of retries."""
-    from voicefallback import store
+    from voicefallback.store import statefile
 
     assert cli("probe", "--json").exit_code == 0
     locker = sqlite3.connect(db_file, isolation_level=None)
     try:
         locker.execute("PRAGMA journal_mode=DELETE")  # no WAL: a writer shuts readers out
-        monkeypatch.setattr(store, "READ_BUSY_TIMEOUT_S", 0.25)
+        monkeypatch.setattr(statefile, "READ_BUSY_TIMEOUT_S", 0.25)
         locker.execute("BEGIN EXCLUSIVE")
         result = cli(*command)
     finally:
@@ -148,15 +148,16 @@ def test_a_reader_kept_out_by_a_lock_says_how_long_it_really_waited(
 def test_a_read_on_an_open_store_kept_out_by_a_lock_says_how_long_it_waited(
     cli, db_file, monkeypatch
 ):
-    from voicefallback import store
     from voicefallback.errors import StateError
+    from voicefallback.store import statefile
+    from voicefallback.store.sqlite import SQLiteStore
 
     assert cli("probe", "--json").exit_code == 0
-    monkeypatch.setattr(store, "READ_BUSY_TIMEOUT_S", 0.25)
+    monkeypatch.setattr(statefile, "READ_BUSY_TIMEOUT_S", 0.25)
     locker = sqlite3.connect(db_file, isolation_level=None)
     try:
         locker.execute("PRAGMA journal_mode=DELETE")
-        with store.Store.open(db_file, write=False) as reader:
+        with SQLiteStore.open(db_file, write=False) as reader:
             locker.execute("BEGIN EXCLUSIVE")
             with pytest.raises(StateError, match=r"locked for over 0\.25 s; try again"):
                 reader.events()

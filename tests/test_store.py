@@ -6,6 +6,8 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -15,8 +17,10 @@ import pytest
 
 from voicefallback.config import Thresholds
 from voicefallback.errors import StateError
+from voicefallback.health import apply_probe
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, utcnow
-from voicefallback.store import APPLICATION_ID, PRUNE_BATCH, SCHEMA_VERSION, Store
+from voicefallback.store import APPLICATION_ID, PRUNE_BATCH, SCHEMA_VERSION
+from voicefallback.store.sqlite import SQLiteStore
 
 LIMITS = {"p:a": Thresholds(), "p:b": Thresholds(), "p:gone": Thresholds()}
 
@@ -56,9 +60,11 @@ def query(db: Path, sql: str) -> list[tuple]:
 
 def test_a_retried_event_write_is_stored_once(tmp_path):
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
-        store.record([call("p:a", 0)], LIMITS, event("e1"))
-        store.record([], LIMITS, event("e1"))  # the same event again, as a retry would
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, event("e1"), update=apply_probe)
+        store.record(
+            [], LIMITS, event("e1"), update=apply_probe
+        )  # the same event again, as a retry would
     assert query(db, "SELECT uid FROM events") == [("e1",)]
 
 
@@ -66,7 +72,7 @@ def test_new_file_is_born_0600_in_a_0700_directory_even_with_umask_0(tmp_path):
     db = tmp_path / "deep" / "state" / "s.db"
     old = os.umask(0)
     try:
-        Store.open(db, write=True).close()
+        SQLiteStore.open(db, write=True).close()
     finally:
         os.umask(old)
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
@@ -82,31 +88,31 @@ def test_new_file_is_born_0600_in_a_0700_directory_even_with_umask_0(tmp_path):
 def test_an_empty_file_is_migrated_in_place_and_read_as_empty_before(tmp_path):
     db = tmp_path / "s.db"
     db.touch()
-    with Store.open(db, write=False) as store:  # e.g. another process is creating it now
+    with SQLiteStore.open(db, write=False) as store:  # e.g. another process is creating it now
         assert store.snapshots() == {} and store.events() == []
-    with Store.open(db, write=True) as store:
-        store.record([call("p:a", 0)], LIMITS)
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, update=apply_probe)
     assert query(db, "SELECT count(*) FROM probes") == [(1,)]
     assert query(db, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_disk_full_mid_write_keeps_nothing_and_the_file_stays_consistent(tmp_path):
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
-        store.record([call("p:a", 0)], LIMITS, event("before"))
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, event("before"), update=apply_probe)
     before = query(db, "SELECT count(*) FROM probes")[0][0]
-    with Store.open(db, write=True) as store:
+    with SQLiteStore.open(db, write=True) as store:
         assert store._conn is not None
         pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
         store._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
         many = [call("p:a" if n % 2 else "p:b", 0) for n in range(5000)]
         with pytest.raises(StateError) as caught:
-            store.record(many, LIMITS, event("during"))
+            store.record(many, LIMITS, event("during"), update=apply_probe)
         message = str(caught.value)
         assert str(db) in message and "disk full" in message and "\n" not in message
         # The connection is still usable once there is room again.
         store._conn.execute("PRAGMA max_page_count = 1073741823")
-        store.record([call("p:b", 0)], LIMITS, event("after"))
+        store.record([call("p:b", 0)], LIMITS, event("after"), update=apply_probe)
     assert query(db, "PRAGMA integrity_check") == [("ok",)]
     assert query(db, "SELECT count(*) FROM probes")[0][0] == before + 1
     assert [uid for (uid,) in query(db, "SELECT uid FROM events ORDER BY id")] == [
@@ -118,9 +124,9 @@ def test_disk_full_mid_write_keeps_nothing_and_the_file_stays_consistent(tmp_pat
 def test_prune_uses_each_models_history_days_and_the_global_one_for_the_rest(tmp_path):
     db = tmp_path / "s.db"
     ages = [0.5, 5, 15, 45, 400]  # days ago
-    with Store.open(db, write=True) as store:
+    with SQLiteStore.open(db, write=True) as store:
         for model in ("p:a", "p:b", "p:gone"):
-            store.record([call(model, age) for age in reversed(ages)], LIMITS)
+            store.record([call(model, age) for age in reversed(ages)], LIMITS, update=apply_probe)
         now = utcnow()
         # p:a keeps 10 days, p:b keeps 100; p:gone is no longer registered: 30 (global).
         cutoffs = {"p:a": now - timedelta(days=10), "p:b": now - timedelta(days=100)}
@@ -136,9 +142,9 @@ def test_prune_uses_each_models_history_days_and_the_global_one_for_the_rest(tmp
 def test_prune_works_in_batches_and_stops_at_max_rows(tmp_path):
     db = tmp_path / "s.db"
     old = PRUNE_BATCH * 2 + 10
-    with Store.open(db, write=True) as store:
-        store.record([call("p:a", 60 + n / 10_000) for n in range(old)], LIMITS)
-        store.record([call("p:a", 1)], LIMITS)
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([call("p:a", 60 + n / 10_000) for n in range(old)], LIMITS, update=apply_probe)
+        store.record([call("p:a", 1)], LIMITS, update=apply_probe)
         assert store._conn is not None
         statements: list[str] = []
         store._conn.set_trace_callback(statements.append)
@@ -151,10 +157,10 @@ def test_prune_works_in_batches_and_stops_at_max_rows(tmp_path):
 
 def test_events_are_pruned_only_when_asked_and_vacuum_keeps_the_files_identity(tmp_path):
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
-        store.record([], LIMITS, event("old", days_ago=100))
-        store.record([], LIMITS, event("new", days_ago=1))
-        store.record([call("p:a", 90) for _ in range(20_000)], LIMITS)
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([], LIMITS, event("old", days_ago=100), update=apply_probe)
+        store.record([], LIMITS, event("new", days_ago=1), update=apply_probe)
+        store.record([call("p:a", 90) for _ in range(20_000)], LIMITS, update=apply_probe)
         now = utcnow()
         store.prune_probes({}, now - timedelta(days=30))
         assert store.prune_events(now - timedelta(days=30)) == 1
@@ -170,18 +176,22 @@ def test_events_are_pruned_only_when_asked_and_vacuum_keeps_the_files_identity(t
 
 def test_events_limit_beyond_sqlite_integers_means_no_limit(tmp_path):
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
-        store.record([], LIMITS, event("e"))
-    with Store.open(db, write=False) as store:
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([], LIMITS, event("e"), update=apply_probe)
+    with SQLiteStore.open(db, write=False) as store:
         assert len(store.events(limit=10**30)) == 1
 
 
 def test_prune_takes_derived_status_changes_too_but_keeps_each_models_latest(tmp_path):
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
+    with SQLiteStore.open(db, write=True) as store:
         # p:a flaps 40 and 39 days ago, then stays healthy; p:b changed once, 50 days ago.
-        store.record([call("p:a", 40, ok=False), call("p:a", 39.5), call("p:a", 39)], LIMITS)
-        store.record([call("p:b", 50), call("p:b", 1)], LIMITS)
+        store.record(
+            [call("p:a", 40, ok=False), call("p:a", 39.5), call("p:a", 39)],
+            LIMITS,
+            update=apply_probe,
+        )
+        store.record([call("p:b", 50), call("p:b", 1)], LIMITS, update=apply_probe)
         store.prune_probes({}, utcnow() - timedelta(days=30))
     changes = query(db, "SELECT model, to_status FROM status_changes ORDER BY model")
     assert changes == [("p:a", "healthy"), ("p:b", "healthy")]
@@ -190,9 +200,13 @@ def test_prune_takes_derived_status_changes_too_but_keeps_each_models_latest(tmp
 
 def test_every_prune_statement_searches_an_index(tmp_path):
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
-        store.record([call(m, age) for age in (90, 60, 1) for m in ("p:a", "p:b")], LIMITS)
-        store.record([], LIMITS, event("old", days_ago=90))
+    with SQLiteStore.open(db, write=True) as store:
+        store.record(
+            [call(m, age) for age in (90, 60, 1) for m in ("p:a", "p:b")],
+            LIMITS,
+            update=apply_probe,
+        )
+        store.record([], LIMITS, event("old", days_ago=90), update=apply_probe)
         assert store._conn is not None
         statements: list[str] = []
         store._conn.set_trace_callback(statements.append)
@@ -214,7 +228,7 @@ def test_without_wal_a_commit_waits_for_readers_instead_of_failing(tmp_path):
     """A filesystem without WAL support keeps the rollback journal: COMMIT then needs the
     readers gone, and is retried until they are."""
     db = tmp_path / "s.db"
-    Store.open(db, write=True).close()
+    SQLiteStore.open(db, write=True).close()
     query(db, "PRAGMA journal_mode=DELETE")
     reader = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     reader.execute("BEGIN")
@@ -223,8 +237,8 @@ def test_without_wal_a_commit_waits_for_readers_instead_of_failing(tmp_path):
     release.start()
     try:
         started = time.monotonic()
-        with Store.open(db, write=True) as store:
-            store.record([call("p:a", 0)], LIMITS, event("waited"))
+        with SQLiteStore.open(db, write=True) as store:
+            store.record([call("p:a", 0)], LIMITS, event("waited"), update=apply_probe)
         assert time.monotonic() - started >= 1.2  # it waited past one busy timeout
     finally:
         release.join()
@@ -236,10 +250,22 @@ def test_older_evidence_committed_late_does_not_rewind_the_verdict(tmp_path):
     """A probe run that finishes after a `start` recorded a newer call keeps its row in
     history, but the snapshot keeps the newer evidence."""
     db = tmp_path / "s.db"
-    with Store.open(db, write=True) as store:
-        store.record([call("p:a", 0)], LIMITS)  # a start's success, now
-        [(_, kept)] = store.record([call("p:a", 8 / 86400, ok=False)], LIMITS)  # 8 s older
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, update=apply_probe)  # a start's success, now
+        [(_, kept)] = store.record(
+            [call("p:a", 8 / 86400, ok=False)], LIMITS, update=apply_probe
+        )  # 8 s older
         snapshot = store.snapshots(["p:a"])["p:a"]
     assert snapshot.ok and snapshot.consecutive_failures == 0 and kept == snapshot
     assert query(db, "SELECT ok FROM probes ORDER BY id") == [(1,), (0,)]
     assert query(db, "SELECT to_status FROM status_changes") == [("healthy",)]
+
+
+def test_storage_does_not_depend_on_how_health_is_decided():
+    """The snapshot update is handed in by the caller (store.record(..., update=...))."""
+    code = (
+        "import sys, voicefallback.store.sqlite;"
+        " print(sorted(m for m in sys.modules if m == 'voicefallback.health'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

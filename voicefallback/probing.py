@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voicefallback.config import Model, Registry
-from voicefallback.locking import DEFAULT_WAIT_S, probe_lock
+from voicefallback.health import apply_probe
+from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.providers import Adapters
 from voicefallback.records import ProbeResult, Snapshot
 from voicefallback.retention import prune_after_probe
-from voicefallback.store import Store
+from voicefallback.store import open_store
 
 # Probes wait on the network, not the CPU: live calls overlap on one event loop per provider
 # and a worker thread only waits for its call. 64 probes a typical registry in one round
@@ -72,11 +73,11 @@ def probe_run(
     The state file is opened (and checked) before the lock is taken, so a file that is not
     ours is refused without creating a lock file beside it.
     """
-    with Store.open(db, write=True) as store, probe_lock(db, lock_wait_s):
+    with open_store(db, write=True) as store, store.probe_lock(lock_wait_s):
         before = store.snapshots(m.id for m in models)
         with Adapters(mode, registry.key_env_names()) as adapters:
             results = run_probes(models, adapters, concurrency, on_result)
-        recorded = store.record(results, {m.id: m.thresholds for m in models})
+        recorded = store.record(results, {m.id: m.thresholds for m in models}, update=apply_probe)
         if prune:
             prune_after_probe(store, registry)
     return [ProbedModel(result, before.get(result.model), after) for result, after in recorded]

@@ -12,7 +12,7 @@ from voicefallback.config import Model
 from voicefallback.health import status_of
 from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
-from voicefallback.store import Store
+from voicefallback.store import Store, open_store
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def health_report(
     *,
     with_event_counts: bool = False,
 ) -> HealthReport:
-    with Store.open(db, write=False) as store:
+    with open_store(db, write=False) as store:
         snapshots = store.snapshots(m.id for m in models)
         rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
         counts = store.event_counts() if with_event_counts else None
@@ -76,7 +76,7 @@ def health_report(
 def model_history(
     model: Model, db: Path, *, limit: int, since: datetime | None, window: Window, now: datetime
 ) -> ModelHistory:
-    with Store.open(db, write=False) as store:
+    with open_store(db, write=False) as store:
         snapshot = store.snapshots([model.id]).get(model.id)
         return ModelHistory(
             at=now,
@@ -90,7 +90,7 @@ def model_history(
 
 def model_statuses(models: Sequence[Model], db: Path, now: datetime) -> list[tuple[Model, str]]:
     """Each registered model with its status, for `models`; snapshots only."""
-    with Store.open(db, write=False) as store:
+    with open_store(db, write=False) as store:
         snapshots = store.snapshots(m.id for m in models)
     return [(m, status_of(snapshots.get(m.id), m.thresholds, now)) for m in models]
 
@@ -99,5 +99,5 @@ def fallback_events(
     db: Path, simulation_id: str | None, since: datetime | None, limit: int | None
 ) -> list[FallbackEvent]:
     """`fallbacks`: events newest first, straight from the state file."""
-    with Store.open(db, write=False) as store:
+    with open_store(db, write=False) as store:
         return store.events(simulation_id, since, limit)

@@ -11,7 +11,7 @@ from pathlib import Path
 from voicefallback.config import Registry
 from voicefallback.errors import InputError
 from voicefallback.records import utcnow
-from voicefallback.store import Store
+from voicefallback.store import Store, open_store
 
 # A probe run prunes at most this many rows, so a backlog (history_days just lowered, or
 # months without a probe) is worked off over a few runs instead of delaying one of them.
@@ -72,7 +72,7 @@ def prune(
     now = clock()
     if not db.exists():
         return PruneReport(now, 0, 0, False, 0, 0)
-    with Store.open(db, write=True) as store:
+    with open_store(db, write=True) as store:
         before = store.size_bytes()
         cutoffs, default = probe_cutoffs(registry, now)
         probes = store.prune_probes(cutoffs, default)

@@ -9,7 +9,7 @@ from typing import Any
 from voicefallback.config import config_path, db_path, load_registry, resolve_mode
 from voicefallback.providers import Adapters
 from voicefallback.sessions import StartOutcome, build_request, route_session, validate_request
-from voicefallback.store import Store
+from voicefallback.store import open_store
 
 
 class SessionRouter:
@@ -32,7 +32,7 @@ class SessionRouter:
     ) -> None:
         self.registry = load_registry(config_path(Path(config) if config else None))
         self.mode = resolve_mode(mode, self.registry)
-        self._store = Store.open(db_path(Path(db) if db else None), write=True)
+        self._store = open_store(db_path(Path(db) if db else None), write=True)
         self._adapters = Adapters(self.mode, self.registry.key_env_names())
 
     def choose(

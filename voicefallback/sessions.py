@@ -16,7 +16,7 @@ from voicefallback.health import apply_probe, needs_probe, status_of
 from voicefallback.providers import Adapters
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, Snapshot, utcnow
 from voicefallback.selection import candidate_order, choose_model, fallback_reason
-from voicefallback.store import Store
+from voicefallback.store import Store, open_store
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def start_session(
     """What `start` does: choose, make the opening call, record calls and the event."""
     validate_request(registry, request)
     with (
-        Store.open(db, write=True) as store,
+        open_store(db, write=True) as store,
         Adapters(mode, registry.key_env_names()) as adapters,
     ):
         return route_session(registry, store, adapters, request, clock=clock)
@@ -228,7 +228,9 @@ def route_session(
             error=error,
         )
     if calls or event is not None:
-        store.record(calls, {m.id: m.thresholds for m in registry.models}, event)
+        store.record(
+            calls, {m.id: m.thresholds for m in registry.models}, event, update=apply_probe
+        )
     return StartOutcome(
         request=request,
         chosen=choice.chosen,

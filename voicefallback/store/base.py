@@ -1,0 +1,544 @@
+"""The store interface every backend implements, and the queries they share.
+
+Callers see `Store`. Both backends are `SQLStore`s: the SQL below is written once, in the
+dialect SQLite and PostgreSQL share (`?` placeholders, translated by the PostgreSQL
+backend), and each backend supplies only connections, transactions and error messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from voicefallback.config import Thresholds
+from voicefallback.records import (
+    Candidate,
+    FallbackEvent,
+    ProbeResult,
+    Snapshot,
+    StatusChange,
+    iso,
+    parse_iso,
+)
+
+PRUNE_BATCH = 1000  # rows deleted per transaction, so a prune never holds the lock for long
+
+# How a model's snapshot follows from its previous one and a new call (health.apply_probe).
+# The caller hands it in, so storage does not depend on how health is decided.
+SnapshotUpdate = Callable[[Snapshot | None, ProbeResult, Thresholds], Snapshot]
+
+
+class Store(Protocol):
+    """The state: calls, snapshots, fallback events and status changes.
+
+    Opened by `voicefallback.store.open_store`. Reading a state that does not exist yet
+    behaves as empty state and creates nothing.
+    """
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def record(
+        self,
+        results: Iterable[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None = None,
+        *,
+        update: SnapshotUpdate,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Write calls (history rows + snapshots) and an optional event in one transaction."""
+        ...
+
+    def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]: ...
+
+    def events(
+        self,
+        simulation_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[FallbackEvent]:
+        """Fallback events, newest first."""
+        ...
+
+    def recent_calls(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[ProbeResult]:
+        """A model's calls (probes and session openings), newest first."""
+        ...
+
+    def last_failure(self, model: str) -> ProbeResult | None:
+        """The model's most recent failed call, however long ago."""
+        ...
+
+    def status_changes(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[StatusChange]:
+        """Changes of the model's recorded verdict, newest first."""
+        ...
+
+    def event_counts(self) -> dict[str, int]:
+        """Fallback events ever recorded, by reason (not lowered by pruning events)."""
+        ...
+
+    def prune_probes(
+        self,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        *,
+        max_rows: int | None = None,
+    ) -> int:
+        """Delete calls older than their model's cutoff, oldest first; return how many."""
+        ...
+
+    def prune_events(self, cutoff: datetime) -> int:
+        """Delete fallback events older than `cutoff`, in short transactions; return how many."""
+        ...
+
+    def vacuum(self) -> None:
+        """Give the space of deleted rows back."""
+        ...
+
+    def size_bytes(self) -> int:
+        """The space the state takes now."""
+        ...
+
+    def probe_lock(self, wait_s: float) -> AbstractContextManager[None]:
+        """Hold the probe lock (one `probe` at a time on this state), waiting up to `wait_s`."""
+        ...
+
+
+class SQLStore:
+    """The queries, over four primitives a backend provides (see the abstract methods)."""
+
+    # -- what a backend provides ------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows (readable by column name) of one statement on the open connection."""
+        raise NotImplementedError
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement on the open connection; the number of rows it changed."""
+        raise NotImplementedError
+
+    def _guard(self, action: str) -> AbstractContextManager[None]:
+        """Turn the backend's errors inside into one-line StateErrors."""
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[None]:
+        """One transaction, committed whole or not at all, retried while the state is busy."""
+        raise NotImplementedError
+
+    def _readable(self) -> bool:
+        """False when there is no state to read yet (reads return empty results)."""
+        raise NotImplementedError
+
+    def _schema_version(self) -> int:
+        raise NotImplementedError
+
+    def _lock_models(self, models: Sequence[str]) -> None:
+        """Inside `_write`: keep other writers off these models' snapshots until commit.
+
+        A backend whose transactions already exclude each other needs nothing here.
+        """
+
+    # -- writes -------------------------------------------------------------------------
+
+    def record(
+        self,
+        results: Iterable[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None = None,
+        *,
+        update: SnapshotUpdate,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Write calls (history rows + snapshots) and an optional event in one transaction."""
+        results = list(results)
+        with self._write():
+            self._lock_models(sorted({r.model for r in results}))
+            updated = []
+            for result in results:
+                rows = self._fetch("SELECT * FROM snapshots WHERE model = ?", (result.model,))
+                previous = snapshot_from_row(rows[0]) if rows else None
+                self._run(
+                    "INSERT INTO probes (model, at, kind, ok, latency_ms, ttft_ms, error, message,"
+                    " http_status, retry_after_s, input_tokens, output_tokens, stub)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    call_params(result),
+                )
+                if previous is not None and result.at < previous.last_checked_at:
+                    # Older evidence committed late (a slow probe run finishing after a
+                    # `start` recorded a newer call): history keeps it, the verdict does not.
+                    updated.append((result, previous))
+                    continue
+                snapshot = update(previous, result, limits[result.model])
+                self._run(
+                    "INSERT INTO snapshots (model, last_checked_at, ok, latency_ms,"
+                    " ttft_ms, last_error, consecutive_failures, consecutive_successes, failing,"
+                    " has_success, success_latency_ms, success_ttft_ms, stub, status_since,"
+                    " last_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (model) DO UPDATE SET"
+                    + ",".join(f" {c} = excluded.{c}" for c in SNAPSHOT_COLUMNS[1:]),
+                    snapshot_params(snapshot),
+                )
+                if previous is None or previous.last_status != snapshot.last_status:
+                    self._run(
+                        "INSERT INTO status_changes (model, at, from_status, to_status, error)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        (
+                            result.model,
+                            iso(result.at),
+                            previous.last_status if previous else None,
+                            snapshot.last_status,
+                            snapshot.last_error,
+                        ),
+                    )
+                updated.append((result, snapshot))
+            if event is not None:
+                inserted = self._run(
+                    "INSERT INTO events (uid, at, simulation_id, primary_model, chosen,"
+                    " reason, fallback_source, candidates, error)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING",
+                    event_params(event),
+                )
+                if inserted == 1:  # a retried write of the same event counts once
+                    self._run(
+                        "INSERT INTO event_counts (reason, count) VALUES (?, 1)"
+                        " ON CONFLICT (reason) DO UPDATE SET count = event_counts.count + 1",
+                        (event.reason,),
+                    )
+        return updated
+
+    # -- reads --------------------------------------------------------------------------
+
+    def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]:
+        if not self._readable():
+            return {}
+        with self._guard("read"):
+            rows = self._fetch("SELECT * FROM snapshots")
+        wanted = set(models) if models is not None else None
+        return {
+            row["model"]: snapshot_from_row(row)
+            for row in rows
+            if wanted is None or row["model"] in wanted
+        }
+
+    def events(
+        self,
+        simulation_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[FallbackEvent]:
+        """Fallback events, newest first."""
+        if not self._readable():
+            return []
+        where: list[str] = []
+        params: list[str | int] = []
+        if simulation_id is not None:
+            where.append("simulation_id = ?")
+            params.append(simulation_id)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(iso(since))
+        sql = "SELECT * FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(min(limit, 2**63 - 1))  # 64-bit integers stop there
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return [event_from_row(row) for row in rows]
+
+    # -- reads for health explanations, history and metrics -------------------------------
+    # Each one walks an index backwards under a LIMIT, or reads a table of a few rows, so its
+    # cost does not grow with the history (tests/test_operations_store.py checks the plans).
+
+    def recent_calls(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[ProbeResult]:
+        """A model's calls (probes and session openings), newest first."""
+        if not self._readable():
+            return []
+        sql = "SELECT * FROM probes WHERE model = ?"
+        params: list[str | int] = [model]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return [call_from_row(row) for row in rows]
+
+    def last_failure(self, model: str) -> ProbeResult | None:
+        """The model's most recent failed call, however long ago."""
+        if not self._readable():
+            return None
+        # Served by the partial index probes_failures (schema 2), whatever the successes.
+        with self._guard("read"):
+            rows = self._fetch(
+                "SELECT * FROM probes WHERE model = ? AND ok = 0 ORDER BY at DESC, id DESC LIMIT 1",
+                (model,),
+            )
+        return call_from_row(rows[0]) if rows else None
+
+    def status_changes(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[StatusChange]:
+        """Changes of the model's recorded verdict, newest first."""
+        if not self._readable() or self._schema_version() < 2:
+            return []
+        sql = "SELECT * FROM status_changes WHERE model = ?"
+        params: list[str | int] = [model]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return [
+            StatusChange(
+                model=row["model"],
+                at=parse_iso(row["at"]),
+                from_status=row["from_status"],
+                to_status=row["to_status"],
+                error=row["error"],
+            )
+            for row in rows
+        ]
+
+    def event_counts(self) -> dict[str, int]:
+        """Fallback events ever recorded, by reason (not lowered by pruning events)."""
+        if not self._readable():
+            return {}
+        if self._schema_version() >= 2:
+            sql = "SELECT reason, count FROM event_counts"
+        else:
+            sql = "SELECT reason, count(*) AS count FROM events GROUP BY reason"
+        with self._guard("read"):
+            rows = self._fetch(sql)
+        return {row["reason"]: int(row["count"]) for row in rows}
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune_probes(
+        self,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        *,
+        max_rows: int | None = None,
+    ) -> int:
+        """Delete calls older than their model's cutoff, oldest first; return how many.
+
+        `default` applies to models no longer in `cutoffs`. Each transaction deletes at most
+        PRUNE_BATCH rows, so writers waiting for the lock are held up for milliseconds;
+        `max_rows` bounds the whole run (a probe prunes a little every time). The status
+        changes derived from those calls go by the same cutoffs, except each model's latest.
+        """
+        deleted = self._prune_history("probes", cutoffs, default, max_rows, keep_latest=False)
+        self._prune_history("status_changes", cutoffs, default, max_rows, keep_latest=True)
+        return deleted
+
+    def _prune_history(
+        self,
+        table: str,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        max_rows: int | None,
+        *,
+        keep_latest: bool,
+    ) -> int:
+        # `table` is one of ours, with an index on (model, at): every lookup is a seek.
+        with self._guard("prune"):
+            models = self._models_in(table)
+        deleted = 0
+        for model in models:
+            cutoff = iso(cutoffs.get(model, default))
+            with self._guard("prune"):
+                keep = -1
+                if keep_latest:
+                    keep = self._fetch(
+                        f"SELECT id FROM {table} WHERE model = ? ORDER BY at DESC, id DESC LIMIT 1",
+                        (model,),
+                    )[0]["id"]
+                first = self._fetch(
+                    f"SELECT at FROM {table} WHERE model = ? AND id != ? ORDER BY at LIMIT 1",
+                    (model, keep),
+                )
+            if not first or first[0]["at"] >= cutoff:
+                continue
+            deleted += self._delete_batches(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
+                " WHERE model = ? AND at < ? AND id != ? ORDER BY at LIMIT ?)",
+                (model, cutoff, keep),
+                None if max_rows is None else max_rows - deleted,
+            )
+            if max_rows is not None and deleted >= max_rows:
+                break
+        return deleted
+
+    def _models_in(self, table: str) -> list[str]:
+        """Every model with rows in `table`, one index seek each (a loose index scan)."""
+        models: list[str] = []
+        row = self._fetch(f"SELECT min(model) AS model FROM {table}")[0]
+        while row["model"] is not None:
+            models.append(row["model"])
+            row = self._fetch(
+                f"SELECT min(model) AS model FROM {table} WHERE model > ?", (row["model"],)
+            )[0]
+        return models
+
+    def prune_events(self, cutoff: datetime) -> int:
+        """Delete fallback events older than `cutoff`, in short transactions; return how many."""
+        return self._delete_batches(
+            "DELETE FROM events WHERE id IN"
+            " (SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?)",
+            (iso(cutoff),),
+            None,
+        )
+
+    def _delete_batches(self, sql: str, params: tuple[str | int, ...], max_rows: int | None) -> int:
+        deleted = 0
+        while max_rows is None or deleted < max_rows:
+            batch = PRUNE_BATCH if max_rows is None else min(PRUNE_BATCH, max_rows - deleted)
+            with self._write():
+                gone = self._run(sql, (*params, batch))
+            deleted += gone
+            if gone < batch:
+                break
+        return deleted
+
+
+# -- rows <-> records -------------------------------------------------------------------
+
+SNAPSHOT_COLUMNS = (
+    "model",
+    "last_checked_at",
+    "ok",
+    "latency_ms",
+    "ttft_ms",
+    "last_error",
+    "consecutive_failures",
+    "consecutive_successes",
+    "failing",
+    "has_success",
+    "success_latency_ms",
+    "success_ttft_ms",
+    "stub",
+    "status_since",
+    "last_status",
+)
+
+
+def call_params(result: ProbeResult) -> tuple[Any, ...]:
+    return (
+        result.model,
+        iso(result.at),
+        result.kind,
+        int(result.ok),
+        result.latency_ms,
+        result.ttft_ms,
+        result.error,
+        result.message,
+        result.http_status,
+        result.retry_after_s,
+        result.input_tokens,
+        result.output_tokens,
+        int(result.stub),
+    )
+
+
+def snapshot_params(snapshot: Snapshot) -> tuple[Any, ...]:
+    return (
+        snapshot.model,
+        iso(snapshot.last_checked_at),
+        int(snapshot.ok),
+        snapshot.latency_ms,
+        snapshot.ttft_ms,
+        snapshot.last_error,
+        snapshot.consecutive_failures,
+        snapshot.consecutive_successes,
+        int(snapshot.failing),
+        int(snapshot.has_success),
+        snapshot.success_latency_ms,
+        snapshot.success_ttft_ms,
+        int(snapshot.stub),
+        iso(snapshot.status_since) if snapshot.status_since else None,
+        snapshot.last_status,
+    )
+
+
+def event_params(event: FallbackEvent) -> tuple[Any, ...]:
+    return (
+        event.uid,
+        iso(event.at),
+        event.simulation_id,
+        event.primary,
+        event.chosen,
+        event.reason,
+        event.fallback_source,
+        json.dumps([c.as_json() for c in event.candidates]),
+        event.error,
+    )
+
+
+def snapshot_from_row(row: Any) -> Snapshot:
+    return Snapshot(
+        model=row["model"],
+        last_checked_at=parse_iso(row["last_checked_at"]),
+        ok=bool(row["ok"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        last_error=row["last_error"],
+        consecutive_failures=row["consecutive_failures"],
+        consecutive_successes=row["consecutive_successes"],
+        failing=bool(row["failing"]),
+        has_success=bool(row["has_success"]),
+        success_latency_ms=row["success_latency_ms"],
+        success_ttft_ms=row["success_ttft_ms"],
+        stub=bool(row["stub"]),
+        status_since=parse_iso(row["status_since"]) if row["status_since"] else None,
+        last_status=row["last_status"],
+    )
+
+
+def call_from_row(row: Any) -> ProbeResult:
+    return ProbeResult(
+        model=row["model"],
+        ok=bool(row["ok"]),
+        at=parse_iso(row["at"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        error=row["error"],
+        message=row["message"],
+        http_status=row["http_status"],
+        retry_after_s=row["retry_after_s"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        stub=bool(row["stub"]),
+        kind=row["kind"],
+    )
+
+
+def event_from_row(row: Any) -> FallbackEvent:
+    candidates: list[Any] = json.loads(row["candidates"])
+    return FallbackEvent(
+        id=row["id"],
+        uid=row["uid"],
+        at=parse_iso(row["at"]),
+        simulation_id=row["simulation_id"],
+        primary=row["primary_model"],
+        chosen=row["chosen"],
+        reason=row["reason"],
+        fallback_source=row["fallback_source"],
+        candidates=[Candidate(c["model"], c["status"], c.get("error")) for c in candidates],
+        error=row["error"],
+    )

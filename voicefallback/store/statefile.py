@@ -1,0 +1,218 @@
+"""Opening the SQLite state file safely: refuse what is not ours from its header, create it
+complete or not at all (0600 in a 0700 directory), and turn SQLite errors into one line."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import stat
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+from voicefallback.errors import StateError
+from voicefallback.store.schema import refuse_foreign
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# A writer waits for the lock in short SQLite waits and retries in Python between them, so
+# Ctrl-C and SIGTERM are handled within a second even while another process writes.
+BUSY_TIMEOUT_S = 1.0
+READ_BUSY_TIMEOUT_S = 10.0  # readers in WAL mode almost never wait; when they do, let them
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """Check the file is ours and not from a newer version; return its schema version.
+
+    The header was checked before opening; this sees what the WAL may hold beyond it.
+    """
+    application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    has_tables = application_id == 0 and bool(
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    )
+    refuse_foreign(path, application_id, version, has_tables)
+    return int(version)
+
+
+def check_file(path: Path) -> bool:
+    """Refuse what is not our state file, from its header alone; False if there is none yet.
+
+    The header holds the application id (offset 68), user_version (60) and the schema
+    cookie (40, nonzero once any table exists). Ours sets all three in the transaction that
+    creates the tables, so "tables but no application id" is someone else's database.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StateError(f"{path}: cannot use as state file: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise StateError(f"{path}: is a directory, expected a state file")
+    if not stat.S_ISREG(info.st_mode):
+        raise StateError(f"{path}: not a regular file, expected a state file")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except PermissionError:
+        raise StateError(f"{path}: state file is not readable (permission denied)") from None
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read state file: {exc.strerror}") from None
+    if not header:
+        return False  # created an instant ago by another process, or by `touch`
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise StateError(f"{path}: not a voicefallback state file (not SQLite)")
+    refuse_foreign(
+        path,
+        int.from_bytes(header[68:72], "big"),
+        int.from_bytes(header[60:64], "big"),
+        has_tables=int.from_bytes(header[40:44], "big") != 0,
+    )
+    return True
+
+
+def check_writable(path: Path) -> None:
+    """Say which path cannot be written before any provider call is spent."""
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StateError(f"{path}: state file is not writable (permission denied)")
+    directory = path.parent
+    if directory.is_dir() and not os.access(directory, os.W_OK | os.X_OK):
+        # SQLite creates its -wal and -shm files beside the state file.
+        raise StateError(f"{path}: cannot write: directory {directory} is not writable")
+
+
+def create_new(path: Path, prepare: Callable[[sqlite3.Connection], None]) -> None:
+    """Create the state file complete, or not at all: directory 0700, file 0600 from birth.
+
+    The file is built (`prepare`: WAL and migrations) under a private name, then
+    hard-linked into place; the link fails if another process got there first, and then
+    theirs is used. Nobody ever sees a half-made file. Where hard links are not supported,
+    the file is created empty in place and migrated under the write lock instead.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state directory: {exc.strerror}") from None
+    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state file: {exc.strerror}") from None
+    os.close(fd)
+    try:
+        conn = connect(partial)
+        try:
+            prepare(conn)
+        finally:
+            conn.close()  # checkpoints everything into the file and removes its -wal
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        except OSError:
+            _create_empty(path)
+    finally:
+        for leftover in (partial, side_file(partial, "-wal"), side_file(partial, "-shm")):
+            with suppress(OSError):
+                leftover.unlink()
+
+
+def _create_empty(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create state file: {exc.strerror}") from None
+    os.close(fd)
+
+
+def side_file(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
+def connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+    """The one place a connection is made."""
+    try:
+        if readonly:
+            query = "?mode=ro&immutable=1" if immutable else "?mode=ro"
+            conn = sqlite3.connect(
+                path.resolve().as_uri() + query,
+                uri=True,
+                timeout=READ_BUSY_TIMEOUT_S,
+                isolation_level=None,
+            )
+        else:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        if not readonly:
+            conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL: consistent after a crash
+    except sqlite3.Error as exc:
+        waited = READ_BUSY_TIMEOUT_S if readonly else BUSY_TIMEOUT_S
+        raise state_error(path, exc, "open", waited) from None
+    return conn
+
+
+def connect_readonly(path: Path) -> tuple[sqlite3.Connection, int]:
+    """A read-only connection and the file's schema version, checked before anything else."""
+    if not os.access(path, os.R_OK):
+        raise StateError(f"{path}: state file is not readable (permission denied)")
+    try:
+        try:
+            return _checked(connect(path, readonly=True))
+        except sqlite3.OperationalError:
+            # A WAL file needs a -shm file beside it, which a reader may not be allowed to
+            # create (read-only directory or filesystem). With no -wal file either, every
+            # committed write is in the main file, so it can be read as it stands.
+            if side_file(path, "-wal").exists() or os.access(path.parent, os.W_OK):
+                raise
+        return _checked(connect(path, readonly=True, immutable=True))
+    except sqlite3.Error as exc:
+        raise state_error(path, exc, "read", READ_BUSY_TIMEOUT_S) from None
+
+
+def _checked(conn: sqlite3.Connection) -> tuple[sqlite3.Connection, int]:
+    try:
+        return conn, user_version(conn)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def busy_timeout_s(conn: sqlite3.Connection | None) -> float:
+    """How long SQLite waits for a lock on this connection before it reports it busy."""
+    if conn is not None:
+        with suppress(sqlite3.Error):
+            return float(conn.execute("PRAGMA busy_timeout").fetchone()[0]) / 1000
+    return BUSY_TIMEOUT_S
+
+
+def state_error(path: Path, exc: sqlite3.Error, action: str, waited_s: float) -> StateError:
+    """One line for a failed SQLite call; `waited_s` is how long a lock was waited for."""
+    text = str(exc)
+    lowered = text.lower()
+    if is_busy(exc):
+        # Only after waiting that long (retries, or SQLite's busy timeout): some process
+        # holds a transaction open.
+        return StateError(
+            f"{path}: state file busy: another process kept it locked for over"
+            f" {waited_s:g} s; try again"
+        )
+    if "not a database" in lowered or "file is encrypted" in lowered:
+        return StateError(f"{path}: not a voicefallback state file (not SQLite)")
+    if "readonly" in lowered or "read-only" in lowered:
+        return StateError(f"{path}: state file is not writable")
+    if "unable to open" in lowered:
+        return StateError(f"{path}: cannot open state file (check the path and permissions)")
+    if "database or disk is full" in lowered or "disk is full" in lowered:
+        return StateError(f"{path}: disk full while writing; nothing was written")
+    if "malformed" in lowered or "corrupt" in lowered:
+        return StateError(f"{path}: state file is corrupt ({text})")
+    return StateError(f"{path}: cannot {action} state file: {text}")
