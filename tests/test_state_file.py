@@ -140,7 +140,7 @@ def test_a_reader_kept_out_by_a_lock_says_how_long_it_really_waited(
         result = cli(*command)
     finally:
         locker.close()
-    assert result.exit_code == 2 and result.stdout == "", result.stderr
+    assert result.exit_code == 75 and result.stdout == "", result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert "busy: another process kept it locked for over 0.25 s" in result.stderr
 

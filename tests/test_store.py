@@ -85,6 +85,52 @@ def test_new_file_is_born_0600_in_a_0700_directory_even_with_umask_0(tmp_path):
     assert numbers == list(range(1, SCHEMA_VERSION + 1))
 
 
+def test_a_new_file_made_through_a_dangling_symlink_is_0600_where_the_link_points(tmp_path):
+    real = tmp_path / "real" / "s.db"
+    link = tmp_path / "s.db"
+    link.symlink_to(real)
+    old = os.umask(0)
+    try:
+        with SQLiteStore.open(link, write=True) as store:
+            store.record([call("p:a", 0)], LIMITS, update=apply_probe)
+    finally:
+        os.umask(old)
+    assert link.is_symlink()
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert query(real, "SELECT model FROM probes") == [("p:a",)]
+
+
+def test_sqlite_errors_are_told_apart_by_result_code_not_message_text(tmp_path):
+    from voicefallback.errors import StateBusy
+    from voicefallback.store.statefile import state_error
+
+    conn = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.OperationalError) as caught:
+        conn.execute("SELECT * FROM busy_locked_readonly")  # SQLITE_ERROR, words in the text
+    error = state_error(tmp_path / "s.db", caught.value, "read", 1.0)
+    assert not isinstance(error, StateBusy) and error.exit_code == 2
+    assert "cannot read state file: no such table: busy_locked_readonly" in str(error)
+
+
+def test_a_write_kept_out_past_its_wait_is_busy_exit_75_and_writes_nothing(tmp_path, monkeypatch):
+    from voicefallback.errors import StateBusy
+    from voicefallback.store import sqlite as sqlite_store
+
+    db = tmp_path / "s.db"
+    SQLiteStore.open(db, write=True).close()
+    monkeypatch.setattr(sqlite_store, "WRITE_DEADLINE_S", 0.2)
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        with SQLiteStore.open(db, write=True) as store, pytest.raises(StateBusy) as caught:
+            store.record([call("p:a", 0)], LIMITS, update=apply_probe)
+    finally:
+        locker.close()
+    assert caught.value.exit_code == 75
+    assert "state file busy" in str(caught.value)
+    assert query(db, "SELECT count(*) FROM probes") == [(0,)]
+
+
 def test_an_empty_file_is_migrated_in_place_and_read_as_empty_before(tmp_path):
     db = tmp_path / "s.db"
     db.touch()

@@ -21,6 +21,12 @@ class StateError(VoicefallbackError):
     """The state file cannot be used (not ours, too new, not writable, ...)."""
 
 
+class StateBusy(StateError):
+    """Another process kept the state file locked past the wait; nothing written, try again."""
+
+    exit_code = 75  # EX_TEMPFAIL, like a busy probe lock: one code for "busy" everywhere
+
+
 class ProbeBusy(VoicefallbackError):
     """Another `probe` holds the state file's probe lock; try again later."""
 

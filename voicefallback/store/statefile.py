@@ -11,7 +11,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from voicefallback.errors import StateError
+from voicefallback.errors import StateBusy, StateError
 from voicefallback.store.schema import refuse_foreign
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -89,13 +89,15 @@ def create_new(path: Path, prepare: Callable[[sqlite3.Connection], None]) -> Non
     The file is built (`prepare`: WAL and migrations) under a private name, then
     hard-linked into place; the link fails if another process got there first, and then
     theirs is used. Nobody ever sees a half-made file. Where hard links are not supported,
-    the file is created empty in place and migrated under the write lock instead.
+    the file is created empty in place and migrated under the write lock instead. A dangling
+    symlink is followed: the file is made where it points (no link can replace the symlink).
     """
+    target = Path(os.path.realpath(path))
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         raise StateError(f"{path}: cannot create state directory: {exc.strerror}") from None
-    partial = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
+    partial = target.with_name(f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}.new")
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -108,20 +110,20 @@ def create_new(path: Path, prepare: Callable[[sqlite3.Connection], None]) -> Non
         finally:
             conn.close()  # checkpoints everything into the file and removes its -wal
         try:
-            os.link(partial, path)
+            os.link(partial, target)
         except FileExistsError:
             pass  # another process created it first: use theirs
         except OSError:
-            _create_empty(path)
+            _create_empty(path, target)
     finally:
         for leftover in (partial, side_file(partial, "-wal"), side_file(partial, "-shm")):
             with suppress(OSError):
                 leftover.unlink()
 
 
-def _create_empty(path: Path) -> None:
+def _create_empty(path: Path, target: Path) -> None:
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return
     except OSError as exc:
@@ -181,9 +183,14 @@ def _checked(conn: sqlite3.Connection) -> tuple[sqlite3.Connection, int]:
         raise
 
 
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    """SQLite's primary result code (extended codes keep it in the low byte), if it gave one."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
 def is_busy(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
+    return _primary_code(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def busy_timeout_s(conn: sqlite3.Connection | None) -> float:
@@ -196,23 +203,24 @@ def busy_timeout_s(conn: sqlite3.Connection | None) -> float:
 
 def state_error(path: Path, exc: sqlite3.Error, action: str, waited_s: float) -> StateError:
     """One line for a failed SQLite call; `waited_s` is how long a lock was waited for."""
+    # Classified by SQLite's result code: message text varies with versions and may quote data.
     text = str(exc)
-    lowered = text.lower()
-    if is_busy(exc):
+    code = _primary_code(exc)
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         # Only after waiting that long (retries, or SQLite's busy timeout): some process
         # holds a transaction open.
-        return StateError(
+        return StateBusy(
             f"{path}: state file busy: another process kept it locked for over"
             f" {waited_s:g} s; try again"
         )
-    if "not a database" in lowered or "file is encrypted" in lowered:
+    if code == sqlite3.SQLITE_NOTADB:
         return StateError(f"{path}: not a voicefallback state file (not SQLite)")
-    if "readonly" in lowered or "read-only" in lowered:
+    if code == sqlite3.SQLITE_READONLY:
         return StateError(f"{path}: state file is not writable")
-    if "unable to open" in lowered:
+    if code == sqlite3.SQLITE_CANTOPEN:
         return StateError(f"{path}: cannot open state file (check the path and permissions)")
-    if "database or disk is full" in lowered or "disk is full" in lowered:
+    if code == sqlite3.SQLITE_FULL:
         return StateError(f"{path}: disk full while writing; nothing was written")
-    if "malformed" in lowered or "corrupt" in lowered:
+    if code == sqlite3.SQLITE_CORRUPT:
         return StateError(f"{path}: state file is corrupt ({text})")
     return StateError(f"{path}: cannot {action} state file: {text}")
