@@ -230,7 +230,7 @@ def as_user(shared_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]
     config.chmod(0o644)
     switch = {"user": NOBODY, "group": NOBODY, "extra_groups": []} if os.geteuid() == 0 else {}
     python, packages = interpreter_for_others() if switch else (sys.executable, str(REPO))
-    if switch and not reachable_by_others(REPO / "voicefallback" / "cli.py"):
+    if switch and not reachable_by_others(REPO / "voicefallback" / "cli" / "__init__.py"):
         pytest.skip("the source tree is private to root")
 
     def run(*args: str, db: Path) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,164 @@
+"""`probe`: call models now and record the results (once, or on an interval)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from voicefallback.cli.common import (
+    CheckOption,
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    ModelsArgument,
+    ModeOption,
+    RequireOption,
+    app,
+    domain_errors,
+    gate_failed,
+    registry_from,
+    select_with,
+)
+from voicefallback.config import Registry, db_path, resolve_mode
+from voicefallback.documents import print_json
+from voicefallback.errors import InputError
+from voicefallback.locking import DEFAULT_WAIT_S
+from voicefallback.probing import DEFAULT_CONCURRENCY
+from voicefallback.tables import print_error
+
+
+@app.command()
+def probe(
+    models: ModelsArgument = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    mode: ModeOption = None,
+    json: JsonOption = False,
+    check: CheckOption = False,
+    require: RequireOption = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            help="Print nothing when all is well; one line on stderr per model whose status "
+            "changed (for cron mail).",
+        ),
+    ] = False,
+    every: Annotated[
+        Optional[str],
+        typer.Option(
+            "--every",
+            metavar="SECONDS",
+            help="Keep probing on this interval (seconds, or 30s, 5m, 1h) until Ctrl-C or "
+            "SIGTERM, then exit 0.",
+            show_default=False,
+        ),
+    ] = None,
+    textfile: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--textfile",
+            help="Also write every model's health in Prometheus text format to this file, "
+            "atomically (for node_exporter's textfile collector).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            min=0,
+            metavar="SECONDS",
+            help="How long to wait while another probe holds the state file, before exit 75.",
+        ),
+    ] = DEFAULT_WAIT_S,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=256, help="Models probed at once.")
+    ] = DEFAULT_CONCURRENCY,
+) -> None:
+    """Probe models now and record the results.
+
+    Example: voicefallback probe --quiet --textfile /var/lib/node_exporter/voicefallback.prom
+    """
+    from voicefallback import documents, tables
+    from voicefallback.durations import parse_duration
+    from voicefallback.health import status_of
+    from voicefallback.probing import probe_run
+    from voicefallback.records import utcnow
+
+    required = list(require or [])
+    with domain_errors():
+        if quiet and json:
+            raise InputError("--quiet and --json: choose one")
+        interval = parse_duration(every, "--every") if every is not None else None
+        if interval is not None and (check or required):
+            raise InputError("--every: cannot gate an exit code (--check, --require) on a loop")
+        registry = registry_from(config)
+        selected = select_with(registry, models, required)
+        chosen_mode = resolve_mode(mode, registry)
+        state = db_path(db)
+        if textfile is not None:
+            from voicefallback.metrics import check_textfile_target
+
+            check_textfile_target(textfile)
+    by_id = {m.id: m for m in selected}
+    progress = not json and not quiet and len(selected) > 1 and sys.stdout.isatty()
+
+    def one_round() -> dict[str, Any]:
+        started = utcnow()
+        with tables.probe_progress(len(selected)) if progress else nullcontext() as on_result:
+            probed = probe_run(
+                registry,
+                selected,
+                state,
+                chosen_mode,
+                concurrency,
+                lock_wait_s=lock_timeout,
+                on_result=on_result,
+            )
+        now = utcnow()
+        rows = [
+            (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
+            for p in probed
+        ]
+        document = documents.probe_json(started, chosen_mode, rows)
+        if textfile is not None:
+            _write_textfile(textfile, registry, state)
+        if json:
+            print_json(document)
+        elif quiet:
+            for line in tables.status_change_lines(probed):
+                tables.print_notice(line)
+        else:
+            tables.print_probe_table(document)
+        return document
+
+    if interval is None:
+        with domain_errors():
+            document = one_round()
+        if gate_failed(document["results"], check, required):
+            raise typer.Exit(1)
+        return
+    from voicefallback.repeat import repeat_every
+
+    with domain_errors():  # main() turns SIGTERM into Terminated, which ends the loop too
+        rounds = repeat_every(interval, one_round, lambda exc: print_error(str(exc)))
+    if not quiet and not json:
+        tables.print_notice(f"stopped after {rounds} rounds")
+
+
+def _write_textfile(path: Path, registry: Registry, state: Path) -> None:
+    """Prometheus text for every registered model, not only the ones just probed."""
+    from voicefallback.metrics import prometheus_text, write_textfile
+    from voicefallback.records import utcnow
+    from voicefallback.reports import health_report
+    from voicefallback.stats import Window
+
+    report = health_report(registry.models, state, Window(), utcnow(), with_event_counts=True)
+    write_textfile(path, prometheus_text(report))

@@ -1,0 +1,111 @@
+"""`start`: start a voice session on the primary model or a healthy fallback."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from voicefallback.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    ModeOption,
+    app,
+    domain_errors,
+    registry_from,
+)
+from voicefallback.config import db_path, resolve_mode
+from voicefallback.documents import print_json
+from voicefallback.errors import InputError
+from voicefallback.tables import print_error
+
+
+@app.command()
+def start(
+    simulation_id: Annotated[
+        Optional[str],
+        typer.Option(
+            "--simulation-id",
+            metavar="ID",
+            help="The session's id (simulationId).",
+            show_default=False,
+        ),
+    ] = None,
+    primary: Annotated[
+        Optional[str],
+        typer.Option(
+            "--primary",
+            metavar="MODEL_ID",
+            help="Model the session should start on.",
+            show_default=False,
+        ),
+    ] = None,
+    fallback: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--fallback",
+            metavar="MODEL_ID",
+            help="A fallback model, in order of preference; repeat for more. "
+            "Default: every other registered model, in registry order.",
+            show_default=False,
+        ),
+    ] = None,
+    body: Annotated[
+        Optional[str],
+        typer.Option(
+            "--body",
+            metavar="JSON|@FILE|-",
+            help="The old service's JSON request body: inline, @FILE, or - for stdin.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+    mode: ModeOption = None,
+    json: JsonOption = False,
+) -> None:
+    """Start a voice session on the primary model, or on a healthy fallback.
+
+    Example: voicefallback start --simulation-id sim-1 --primary openai:gpt-4o-mini --json
+    """
+    from voicefallback import documents, tables
+    from voicefallback.sessions import build_request, parse_body, start_session
+
+    with domain_errors():
+        registry = registry_from(config)
+        parsed = parse_body(_read_body(body), "--body") if body is not None else {}
+        request = build_request(parsed, simulation_id, primary, fallback)
+        outcome = start_session(registry, db_path(db), resolve_mode(mode, registry), request)
+        document = documents.start_json(outcome)
+    if json:
+        print_json(document)
+    else:
+        tables.print_start_panel(document)
+    if outcome.chosen is None:
+        print_error(outcome.error or "no model could be started")
+        raise typer.Exit(1)
+
+
+def _read_body(value: str) -> str:
+    """--body's text: inline, @FILE or - (stdin); read no further than the size cap."""
+    from voicefallback.sessions import MAX_BODY_BYTES
+
+    if value != "-" and not value.startswith("@"):
+        return value
+    where = "--body -" if value == "-" else f"--body {value[1:]}"
+    try:
+        if value == "-":
+            raw = sys.stdin.buffer.read(MAX_BODY_BYTES + 1)
+        else:
+            with open(value[1:], "rb") as handle:
+                raw = handle.read(MAX_BODY_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_BODY_BYTES:
+        raise InputError(f"{where}: body larger than {MAX_BODY_BYTES // 1024} KiB")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{where}: not UTF-8") from None
