@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,8 @@ def test_mode_option_beats_environment_beats_file(cli, monkeypatch):
         ),
         (GOOD + "stub = { error = 'on_fire' }\n", "stub: error must be one of"),
         (GOOD + "stub = { latency_ms = -1 }\n", "latency_ms must be a non-negative integer"),
+        (GOOD + "stub = { latency_ms = 1000000000000000000000 }\n", "latency_ms must be at most"),
+        (GOOD + "stub = { ttft_ms = 600001 }\n", "stub: ttft_ms must be at most 600000"),
         (GOOD.replace('id = "p:m"', 'id = "openai"'), 'must look like "PROVIDER:MODEL"'),
         (GOOD.replace('id = "p:m"', 'id = "p:"'), 'must look like "PROVIDER:MODEL"'),
         (GOOD.replace('id = "p:m"', 'id = ":gpt"'), 'must look like "PROVIDER:MODEL"'),
@@ -216,3 +219,58 @@ def test_shipped_registry_has_the_reference_models():
         assert wanted in ids
     assert registry.get("anthropic:claude-3-5-sonnet-latest").stub.error == "overloaded"
     assert registry.get("anthropic:claude-3-5-sonnet-latest").thresholds.ttft_budget_ms == 1200
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1", "base_url 'http://[::1' is not a valid URL"),
+        ("http://127.0.0.1:99999/v1", "is not a valid URL (Port out of range"),
+        ("http://gw.example:http/v1", "is not a valid URL"),
+        ("http://127.0.0.1:0/v1", "port must be 1-65535"),
+        ("https:///v1", "has no host"),
+        ("http://:8080/v1", "has no host"),
+        ("https://gw example/v1", "must not hold spaces"),
+        ("gw.example/v1", "must be an http(s) URL"),
+    ],
+)
+def test_a_malformed_base_url_is_refused_when_the_registry_loads(cli, db_file, url, message):
+    text = GOOD.replace('type = "openai"', f'type = "openai"\nbase_url = "{url}"')
+    path = write_config(Path("url.toml"), text)
+    for args in (("models", "--json"), ("probe", "--mode", "live"), ("health",)):
+        result = cli(*args, "--config", str(path))
+        assert result.exit_code == 2 and result.stdout == "", (args, result.stderr)
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"{path}: [providers.p]: base_url" in result.stderr and message in result.stderr
+    assert not db_file.exists()
+
+
+@pytest.mark.parametrize("url", ["http://[::1]:8080/v1", "https://gw.example:65535", "http://h"])
+def test_well_formed_base_urls_are_accepted(cli, url):
+    text = GOOD.replace('type = "openai"', f'type = "openai"\nbase_url = "{url}"')
+    result = cli("models", "--json", "--config", str(write_config(Path("ok.toml"), text)))
+    assert result.exit_code == 0 and result.json["models"][0]["baseUrl"] == url
+
+
+@pytest.mark.parametrize("home", ["", "relative/home"])
+def test_an_empty_or_relative_home_falls_back_to_the_accounts_home(home, monkeypatch):
+    import pwd
+
+    from voicefallback.config import db_path, user_config_dir
+
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.delenv("XDG_CONFIG_HOME")
+    monkeypatch.delenv("XDG_STATE_HOME")
+    account = Path(pwd.getpwuid(os.getuid()).pw_dir)
+    assert user_config_dir() == account / ".config" / "voicefallback"
+    assert db_path(None) == account / ".local" / "state" / "voicefallback" / "state.db"
+
+
+def test_relative_xdg_directories_are_ignored(isolated, monkeypatch):
+    from voicefallback.config import user_config_dir, user_state_dir
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", "cfg")
+    monkeypatch.setenv("XDG_STATE_HOME", "")
+    home = Path(os.environ["HOME"])
+    assert user_config_dir() == home / ".config" / "voicefallback"
+    assert user_state_dir() == home / ".local" / "state" / "voicefallback"

@@ -72,9 +72,16 @@ def test_recovery_needs_recover_after_consecutive_successes():
 def test_a_config_failure_is_misconfigured_at_once_whatever_fail_after_says(kind):
     limits = Thresholds(fail_after=5)
     assert status(ok(), fail(kind), limits=limits) == "misconfigured"
-    # fixed: still has to earn recover_after successes, like any failing model
-    assert status(ok(), fail(kind), ok(), limits=limits) == "unhealthy"
-    assert status(ok(), fail(kind), ok(), ok(), limits=limits) == "healthy"
+
+
+@pytest.mark.parametrize("kind", ["auth", "not_found", "bad_request", "missing_key"])
+def test_one_success_clears_misconfigured_a_fixed_configuration_is_not_flakiness(kind):
+    limits = Thresholds(fail_after=1, recover_after=3)
+    assert status(fail(kind), ok(), limits=limits) == "healthy"
+    assert status(ok(), fail(kind), fail(kind), ok(), limits=limits) == "healthy"
+    # ...but a transient failure after it is flakiness again: recover_after applies
+    assert status(fail(kind), ok(), fail(), ok(), limits=limits) == "unhealthy"
+    assert status(fail(), ok(), limits=limits) == "unhealthy"
 
 
 def test_old_evidence_is_stale_whatever_it_said():

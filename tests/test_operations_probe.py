@@ -60,8 +60,16 @@ def test_quiet_is_silent_when_nothing_changed_and_one_line_per_change(cli, confi
     ]
 
     set_stub(config_file, MINI, "{ latency_ms = 180 }")
-    recovering = cli("probe", MINI, "--quiet")  # recover_after = 2: one success is not enough
-    assert recovering.stderr == f"voicefallback: {MINI}: misconfigured -> unhealthy\n"
+    fixed = cli("probe", MINI, "--quiet")  # a fixed configuration: one success clears it
+    assert fixed.stderr == f"voicefallback: {MINI}: misconfigured -> healthy\n"
+    set_stub(config_file, MINI, '{ error = "timeout" }')
+    assert (
+        cli("probe", MINI, "--quiet").stderr
+        == f"voicefallback: {MINI}: healthy -> unhealthy (timeout)\n"
+    )
+    set_stub(config_file, MINI, "{ latency_ms = 180 }")
+    recovering = cli("probe", MINI, "--quiet")  # flakiness: recover_after = 2 successes
+    assert recovering.stderr == ""
     recovered = cli("probe", MINI, "--quiet")
     assert recovered.stderr == f"voicefallback: {MINI}: unhealthy -> healthy\n"
 
@@ -99,6 +107,22 @@ def test_a_second_probe_gives_up_with_a_clear_message(cli, db_file):
     assert busy.stderr.count("\n") == 1
     assert 0.3 <= waited < 5
     assert probe_rows(db_file) == before  # no provider call was recorded
+
+
+def test_the_same_state_file_through_a_symlink_shares_one_lock(cli, db_file, isolated):
+    cli("probe", "--json")
+    before = probe_rows(db_file)
+    link = isolated / "elsewhere.db"
+    link.symlink_to(db_file)
+    fd = hold_lock(db_file)  # held by a probe that named the real path
+    try:
+        busy = cli("probe", "--json", "--db", str(link), "--lock-timeout", "0.2")
+    finally:
+        os.close(fd)
+    assert busy.exit_code == 75, busy.stderr
+    assert "another probe" in busy.stderr and busy.stdout == ""
+    assert probe_rows(db_file) == before
+    assert not Path(f"{link}.probe.lock").exists()
 
 
 def test_a_second_probe_waits_for_the_first(cli, db_file):

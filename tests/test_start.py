@@ -162,6 +162,49 @@ def test_body_reaches_the_opening_call_and_options_override_it(cli, tmp_path):
             "fallbacks must be an array",
         ),
         (["--body", "@missing.json"], "--body missing.json: cannot read"),
+        (["--body", "null"], "--body: JSON body must be an object, got null"),
+        (["--body", '"text"'], "--body: JSON body must be an object, got a string"),
+        (
+            ["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "x": 1e999}'],
+            "--body: number 1e999 is out of range",
+        ),
+        (
+            ["--body", '{"simulationId": "a", "primary": "openai:gpt-4o", "x": [-1E400]}'],
+            "--body: number -1E400 is out of range",
+        ),
+        (
+            [
+                "--body",
+                '{"simulationId": "a", "primary": "openai:gpt-4o", "x": ' + "9" * 5000 + "}",
+            ],
+            "--body: a number in the JSON body is too long",
+        ),
+        (
+            [
+                "--body",
+                '{"simulationId": "a", "primary": "openai:gpt-4o", "x": '
+                + "[" * 980
+                + "]" * 980
+                + "}",
+            ],
+            "--body: JSON nested deeper than 64 levels",
+        ),
+        (
+            [
+                "--body",
+                '{"simulationId": "a", "primary": "openai:gpt-4o", "x": '
+                + '{"y": ' * 64
+                + "1"
+                + "}" * 64
+                + "}",
+            ],
+            "--body: JSON nested deeper than 64 levels",
+        ),
+        (
+            ["--body", '{"simulationId": "a\\u200bb", "primary": "openai:gpt-4o"}'],
+            "--body simulationId: at most 256 printable characters (got an invisible character"
+            " U+200B)",
+        ),
     ],
 )
 def test_bad_start_input_is_one_line_exit_2_and_writes_nothing(cli, db_file, args, message):
@@ -173,6 +216,27 @@ def test_bad_start_input_is_one_line_exit_2_and_writes_nothing(cli, db_file, arg
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and message in result.stderr
     assert not db_file.exists()
+
+
+def test_a_body_nested_to_the_limit_is_accepted_and_echoed(cli):
+    deep: object = "leaf"
+    for _ in range(63):  # the body itself is the 64th level
+        deep = [deep]
+    body = {"simulationId": "s", "primary": "openai:gpt-4o", "deep": deep}
+    result = cli("start", "--body", json.dumps(body), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json["agent"]["received_config"]["deep"] == deep
+
+
+@pytest.mark.parametrize("hidden", ["\u202e", "\u200b", "\u2028", "\x7f"])
+def test_a_simulation_id_with_characters_that_print_as_something_else_is_refused(
+    cli, db_file, hidden
+):
+    result = cli("start", "--simulation-id", f"evil{hidden}gnp.exe", "--primary", SONNET)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert "--simulation-id: at most 256 printable characters (got a" in result.stderr
+    assert f"U+{ord(hidden):04X}" in result.stderr or "control character" in result.stderr
+    assert hidden not in result.stderr and not db_file.exists()
 
 
 def test_simulation_id_of_10000_characters_is_refused(cli, db_file):

@@ -32,6 +32,7 @@ _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,63}\Z")
 # Model names are what the API wants: letters, digits and . _ - / : @ + (no spaces, no control).
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/:@+]*\Z")
 MAX_MODEL_ID = 200
+MAX_STUB_MS = 600_000  # a stub figure beyond any timeout_s is a typo (and would overflow)
 _IDS_SHOWN = 8  # registered ids an "unknown model" error lists
 
 
@@ -123,20 +124,44 @@ class Registry:
 # -- paths ------------------------------------------------------------------
 
 
+def home_dir() -> Path:
+    """$HOME, or the account's home directory when HOME is unset, empty or relative
+    (`HOME=""` must not put the state in `/.local/state`)."""
+    home = os.environ.get("HOME", "")
+    if os.name == "nt" or os.path.isabs(home):
+        return Path.home()
+    try:
+        import pwd
+
+        account = pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        account = ""
+    if not os.path.isabs(account):
+        raise ConfigError(
+            "HOME is not set to an absolute path and the account has no home directory;"
+            f" set HOME, or pass --config and --db (or {CONFIG_ENV} and {DB_ENV})"
+        )
+    return Path(account)
+
+
+def _xdg(variable: str, default: Path) -> Path:
+    """An XDG base directory; relative values are ignored, as the XDG spec says."""
+    value = os.environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else default
+
+
 def user_config_dir() -> Path:
     if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support" / APP_NAME
+        return home_dir() / "Library" / "Application Support" / APP_NAME
     if os.name == "nt":
         return Path(os.environ.get("APPDATA") or Path.home()) / APP_NAME
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / APP_NAME
+    return _xdg("XDG_CONFIG_HOME", home_dir() / ".config") / APP_NAME
 
 
 def user_state_dir() -> Path:
     if sys.platform == "darwin" or os.name == "nt":
         return user_config_dir()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / APP_NAME
+    return _xdg("XDG_STATE_HOME", home_dir() / ".local" / "state") / APP_NAME
 
 
 def config_path(option: Path | None) -> Path:
@@ -297,10 +322,8 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
                 f"{at}: base_url must not carry credentials (user:password@);"
                 " put the key in the environment variable api_key_env names"
             )
-        if base_url is not None and (
-            not isinstance(base_url, str) or not base_url.startswith(("http://", "https://"))
-        ):
-            raise ConfigError(f"{at}: base_url must be an http(s) URL, got {base_url!r}")
+        if base_url is not None:
+            _check_base_url(base_url, at)
         providers[name] = Provider(name=name, type=kind, api_key_env=key_env, base_url=base_url)
 
     raw_models = data.get("models", [])
@@ -351,6 +374,24 @@ def _has_credentials(url: str) -> bool:
     return "@" in parts.netloc
 
 
+def _check_base_url(url: Any, where: str) -> None:
+    """An http(s) URL with a host and a valid port, checked when the registry loads, so a
+    typo is one line here and not a traceback or a "misconfigured" model at call time."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: base_url must be an http(s) URL, got {url!r}")
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigError(f"{where}: base_url must not hold spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port  # .port raises for a port out of range
+    except ValueError as exc:
+        raise ConfigError(f"{where}: base_url {url!r} is not a valid URL ({exc})") from None
+    if not host:
+        raise ConfigError(f"{where}: base_url {url!r} has no host")
+    if port == 0:
+        raise ConfigError(f"{where}: base_url {url!r}: port must be 1-65535")
+
+
 def _stub(value: Any, where: str) -> Stub:
     table = _table(value, where)
     _check_keys(table, {"latency_ms", "ttft_ms", "error"}, where)
@@ -361,6 +402,10 @@ def _stub(value: Any, where: str) -> Stub:
             isinstance(number, bool) or not isinstance(number, int) or number < 0
         ):
             raise ConfigError(f"{where}: {key} must be a non-negative integer, got {number!r}")
+        if number is not None and number > MAX_STUB_MS:
+            raise ConfigError(
+                f"{where}: {key} must be at most {MAX_STUB_MS} (10 minutes), got {number!r}"
+            )
     error = table.get("error")
     if error is not None and error not in ERROR_KINDS:
         raise ConfigError(f"{where}: error must be one of {', '.join(ERROR_KINDS)}, got {error!r}")

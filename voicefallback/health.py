@@ -18,7 +18,8 @@ def apply_probe(previous: Snapshot | None, result: ProbeResult, limits: Threshol
     failing = previous.failing if previous else False
     if not result.ok and (failures >= limits.fail_after or result.error in MISCONFIG_KINDS):
         failing = True
-    elif result.ok and successes >= limits.recover_after:
+    elif result.ok and (successes >= limits.recover_after or _misconfigured(previous)):
+        # A fixed configuration is not flakiness: one success clears `misconfigured`.
         failing = False
     if result.ok:
         has_success, success_latency, success_ttft = True, result.latency_ms, result.ttft_ms
@@ -48,6 +49,10 @@ def apply_probe(previous: Snapshot | None, result: ProbeResult, limits: Threshol
     else:
         since = result.at
     return replace(snapshot, last_status=status, status_since=since)
+
+
+def _misconfigured(snapshot: Snapshot | None) -> bool:
+    return snapshot is not None and not snapshot.ok and snapshot.last_error in MISCONFIG_KINDS
 
 
 def judge(snapshot: Snapshot, limits: Thresholds) -> str:

@@ -21,7 +21,10 @@ _POLL_S = 0.05
 
 
 def lock_path(db: Path) -> Path:
-    return db.with_name(db.name + ".probe.lock")
+    """Beside the file the path resolves to: the same state file reached through a symlink
+    (or `..`) has one lock, not one per spelling of its path."""
+    real = Path(os.path.realpath(db))
+    return real.with_name(real.name + ".probe.lock")
 
 
 @contextmanager

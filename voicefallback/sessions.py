@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -47,8 +49,22 @@ MAX_SIMULATION_ID = 256
 MAX_BODY_BYTES = 256 * 1024  # the old service's bodies are a few hundred bytes
 
 
+MAX_BODY_DEPTH = 64  # nesting; the old service's bodies are two or three levels deep
+_JSON_TYPES = {
+    type(None): "null",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
 def parse_body(text: str, where: str) -> dict[str, Any]:
-    """The old service's JSON request body: one object, no duplicate keys, no NaN."""
+    """The old service's JSON request body: one object, no duplicate keys, only finite
+    numbers, nested at most MAX_BODY_DEPTH deep; whatever it holds can be printed back as
+    strict JSON (`received_config`)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_BODY_BYTES:
         raise InputError(f"{where}: body larger than {MAX_BODY_BYTES // 1024} KiB")
 
@@ -63,17 +79,73 @@ def parse_body(text: str, where: str) -> dict[str, Any]:
     def no_constants(name: str) -> Any:
         raise InputError(f"{where}: {name} is not valid JSON")
 
+    def finite(literal: str) -> float:
+        number = float(literal)
+        if not math.isfinite(number):  # 1e999: Infinity, which strict JSON cannot print
+            raise InputError(f"{where}: number {literal[:40]} is out of range")
+        return number
+
     try:
-        body = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        body = json.loads(
+            text,
+            object_pairs_hook=no_duplicates,
+            parse_constant=no_constants,
+            parse_float=finite,
+        )
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{where}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
         ) from None
     except RecursionError:
-        raise InputError(f"{where}: JSON nested too deeply") from None
+        raise InputError(f"{where}: JSON nested deeper than {MAX_BODY_DEPTH} levels") from None
+    except ValueError:  # an integer of thousands of digits
+        raise InputError(f"{where}: a number in the JSON body is too long") from None
     if not isinstance(body, dict):
-        raise InputError(f"{where}: JSON body must be an object, got {type(body).__name__}")
+        got = _JSON_TYPES.get(type(body), type(body).__name__)
+        raise InputError(f"{where}: JSON body must be an object, got {got}")
+    if _depth(body) > MAX_BODY_DEPTH:
+        raise InputError(f"{where}: JSON nested deeper than {MAX_BODY_DEPTH} levels")
     return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest (an object of scalars is 1), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def check_simulation_id(value: Any, where: str) -> str:
+    """A session id people can read back: a non-empty string of at most MAX_SIMULATION_ID
+    printable characters. Control, format (bidi overrides such as U+202E, zero-width) and
+    line-separator characters are refused: they would print as something else."""
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{where}: must be a non-empty string")
+    hidden = next((ch for ch in value if unicodedata.category(ch) in _HIDDEN_CATEGORIES), None)
+    if len(value) > MAX_SIMULATION_ID or hidden is not None:
+        if hidden is None:
+            got = f"{len(value)} characters"
+        elif unicodedata.category(hidden) == "Cc":
+            got = f"a control character {hidden!r}"
+        else:
+            got = f"an invisible character U+{ord(hidden):04X}"
+        raise InputError(
+            f"{where}: at most {MAX_SIMULATION_ID} printable characters (got {got})"
+        )
+    return value
+
+
+_HIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")
 
 
 def build_request(
@@ -95,14 +167,7 @@ def build_request(
     sim_where = "--simulation-id" if simulation_id is not None else f"{where} simulationId"
     if sim is None:
         raise InputError("--simulation-id: required (or simulationId in --body)")
-    if not isinstance(sim, str) or not sim.strip():
-        raise InputError(f"{sim_where}: must be a non-empty string")
-    if len(sim) > MAX_SIMULATION_ID or any(ord(ch) < 32 or ord(ch) == 127 for ch in sim):
-        control = next((ch for ch in sim if ord(ch) < 32 or ord(ch) == 127), None)
-        got = f"a control character {control!r}" if control else f"{len(sim)} characters"
-        raise InputError(
-            f"{sim_where}: at most {MAX_SIMULATION_ID} printable characters (got {got})"
-        )
+    check_simulation_id(sim, sim_where)
     # A lone surrogate (a "\ud800" escape, or bytes that were not UTF-8 in argv) can be
     # neither stored nor printed: refuse it here, before anything is called or written.
     for culprit, value in (
