@@ -139,9 +139,7 @@ def check_simulation_id(value: Any, where: str) -> str:
             got = f"a control character {hidden!r}"
         else:
             got = f"an invisible character U+{ord(hidden):04X}"
-        raise InputError(
-            f"{where}: at most {MAX_SIMULATION_ID} printable characters (got {got})"
-        )
+        raise InputError(f"{where}: at most {MAX_SIMULATION_ID} printable characters (got {got})")
     return value
 
 
