@@ -97,6 +97,8 @@ def assert_refused(result: Run, fragment: str) -> None:
         (["prune", "--events-older-than", "-1"], "--events-older-than: must be a positive"),
         (["prune", "--events-older-than", "nan"], "--events-older-than: must be a positive"),
         (["prune", "--events-older-than", "soon"], "prune: Invalid value for '--events-older"),
+        (["prune", "--events-older-than", "1e308"], "--events-older-than: must be at most 36500"),
+        (["prune", "--events-older-than", "36500.5"], "--events-older-than: must be at most"),
         # Spans and times past what a date or a timer can hold: refused, not a traceback.
         (["fallbacks", "--since", "800000d"], "--since: duration must be at most 36500d"),
         (["fallbacks", "--since", "9999999999999d"], "--since: duration must be at most"),
@@ -108,6 +110,8 @@ def assert_refused(result: Run, fragment: str) -> None:
         (["probe", "--every", "99999999999d"], "--every: duration must be at most 36500d"),
         (["frobnicate"], "No such command"),
         (["start", "--colour", "red"], "No such option"),
+        (["start", "--simulation-id"], "start: Option '--simulation-id' requires an argument"),
+        (["probe", "--textfile"], "probe: Option '--textfile' requires an argument"),
     ],
 )
 def test_bad_option_is_one_line_exit_2_and_the_state_file_is_untouched(
@@ -191,3 +195,10 @@ def test_huge_windows_and_history_limits_are_refused_in_one_line(run_main):
         result = run_main(*args)
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
         assert "Invalid value for" in result.stderr
+
+
+def test_bare_voicefallback_prints_help_and_no_error_line(run_main):
+    result = run_main()
+    assert result.exit_code == 0
+    assert "Usage: voicefallback" in result.stdout and "probe" in result.stdout
+    assert result.stderr == ""

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import write_config
 
@@ -53,3 +56,66 @@ def test_piped_tables_keep_whole_model_ids(tmp_path):
         assert done.returncode == 0, done.stderr
         assert long_id in done.stdout, done.stdout
         assert "…" not in done.stdout
+
+
+SHIPPED_IDS = [
+    "openai:gpt-4o-mini",
+    "anthropic:claude-3-5-sonnet-latest",
+    "openai:gpt-4o",
+    "anthropic:claude-3-5-haiku-latest",
+]
+
+
+def whole(model_id: str) -> re.Pattern[str]:
+    return re.compile(rf"(?<![\w:.-]){re.escape(model_id)}(?![\w.-])")
+
+
+@pytest.mark.parametrize("columns", [60, 80, 200])
+def test_ids_stay_whole_on_one_line_at_60_80_and_200_columns(cli, monkeypatch, columns):
+    assert cli("start", "--simulation-id", "sim-auto", "--primary", SHIPPED_IDS[1]).exit_code == 0
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for command in (("probe",), ("health",), ("models",), ("fallbacks",)):
+        result = cli(*command)
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert all(len(line) <= columns for line in lines), (command, result.stdout)
+        shown = [i for i in SHIPPED_IDS if any(whole(i).search(line) for line in lines)]
+        expected = SHIPPED_IDS if command != ("fallbacks",) else SHIPPED_IDS[:2]
+        assert shown == expected, (command, columns, result.stdout)
+        assert "…" not in "".join(lines[:1]), result.stdout  # headers are not cut either
+    events = cli("fallbacks").stdout
+    assert "sim-auto" in events and "primary_unhealthy" in events
+
+
+def test_wide_terminals_keep_every_column(cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    cli("probe")
+    header = cli("health").stdout
+    for column in ("model", "status", "for", "TTFT", "p50/p95", "success", "checked", "fails"):
+        assert f" {column} " in header, header
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = cli("health").stdout
+    assert " p50/p95 " not in narrow and " TTFT " in narrow  # secondary columns went first
+
+
+def test_human_output_names_the_registry_and_state_file_in_full(cli, config_file, db_file):
+    for command in (
+        ("probe",),
+        ("start", "--simulation-id", "s", "--primary", SHIPPED_IDS[0]),
+        ("health",),
+        ("models",),
+    ):
+        result = cli(*command)
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert f"registry: {config_file.resolve()}" in lines, (command, result.stdout)
+        assert f"state:    {db_file.resolve()}" in lines, (command, result.stdout)
+    assert f"state:    {db_file.resolve()}" in cli("fallbacks").stdout.splitlines()
+
+
+def test_relative_paths_are_shown_absolute(cli, isolated, monkeypatch):
+    monkeypatch.setenv("VOICEFALLBACK_CONFIG", "models.toml")
+    monkeypatch.setenv("VOICEFALLBACK_DB", "here.db")
+    lines = cli("probe").stdout.splitlines()
+    assert f"registry: {isolated / 'models.toml'}" in lines
+    assert f"state:    {isolated / 'here.db'}" in lines

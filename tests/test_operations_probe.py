@@ -74,6 +74,18 @@ def test_quiet_is_silent_when_nothing_changed_and_one_line_per_change(cli, confi
     assert recovered.stderr == f"voicefallback: {MINI}: unhealthy -> healthy\n"
 
 
+def test_a_probe_that_just_succeeded_never_reports_its_model_stale(cli, config_file):
+    text = config_file.read_text().replace("stale_after_s = 300", "stale_after_s = 0.000001")
+    config_file.write_text(text)
+    probed = cli("probe", MINI, "--json", "--check")
+    assert probed.exit_code == 0, probed.stderr
+    [row] = probed.json["results"]
+    assert (row["status"], row["ok"], row["error"]) == ("healthy", True, None)
+    # Read a moment later, the same evidence is stale: judged at the time of reading.
+    [later] = cli("health", MINI, "--json").json["models"]
+    assert later["status"] == "stale" and later["ok"] is False
+
+
 def test_quiet_still_reports_errors_and_gates(cli, db_file):
     assert cli("probe", "--quiet", "--check").exit_code == 1
     assert cli("probe", "--quiet", "--require", MINI).exit_code == 0
@@ -347,6 +359,73 @@ def test_textfile_in_a_missing_directory_fails_before_probing(cli, isolated, db_
     assert result.exit_code == 2
     assert "nowhere" in result.stderr and result.stdout == ""
     assert not db_file.exists()
+
+
+def _fingerprint(path: Path) -> tuple[int, int, int, bytes]:
+    info = os.lstat(path)
+    content = path.read_bytes() if stat.S_ISREG(info.st_mode) else b""
+    return info.st_ino, info.st_mode, info.st_size, content
+
+
+@pytest.mark.parametrize(
+    "kind", ["device", "fifo", "symlink", "state", "state-symlink", "state-hardlink", "registry"]
+)
+def test_textfile_replaces_only_a_regular_file_never_the_state_or_registry(
+    cli, isolated, db_file, config_file, kind
+):
+    assert cli("probe", "--json").exit_code == 0
+    state_before = _fingerprint(db_file)
+    rows = probe_rows(db_file)
+    target = isolated / "metrics.prom"
+    if kind == "device":
+        try:
+            os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 3))  # a null device of our own
+        except PermissionError:
+            pytest.skip("creating a device node needs root")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "symlink":
+        (isolated / "real.prom").write_text("# real\n")
+        target.symlink_to(isolated / "real.prom")
+    elif kind == "state":
+        target = db_file
+    elif kind == "state-symlink":
+        target.symlink_to(db_file)
+    elif kind == "state-hardlink":
+        os.link(db_file, target)
+    else:
+        target = config_file
+    before = _fingerprint(target)
+    result = cli("probe", "--json", "--textfile", str(target))
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == "" and result.stderr.count("\n") == 1
+    assert f"--textfile {target}:" in result.stderr
+    assert _fingerprint(target) == before
+    assert _fingerprint(db_file) == state_before and probe_rows(db_file) == rows
+    assert sorted(p.name for p in target.parent.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_a_textfile_that_cannot_be_written_after_the_probe_exits_74_naming_what_was(
+    cli, isolated, db_file, monkeypatch
+):
+    import errno
+
+    import voicefallback.metrics as metrics
+
+    target = isolated / "voicefallback.prom"
+    target.write_text("# old\n")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(metrics.tempfile, "mkstemp", disk_full)
+    result = cli("probe", "--json", "--textfile", str(target))
+    assert result.exit_code == 74
+    assert json.loads(result.stdout)["results"]  # what was recorded is still reported
+    assert result.stderr.count("\n") == 1
+    assert f"--textfile {target}: not written (No space left on device)" in result.stderr
+    assert f"the probe results were recorded in {db_file}" in result.stderr
+    assert probe_rows(db_file) == 4 and target.read_text() == "# old\n"
 
 
 # -- progress and colour on a terminal --------------------------------------------------------

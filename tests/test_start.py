@@ -36,6 +36,21 @@ def test_unknown_candidates_are_probed_just_in_time(cli, db_file):
     assert count(db_file, "probes") == 3
 
 
+def test_a_just_in_time_probe_that_succeeded_is_not_stale_however_short_stale_after_is(cli):
+    # stale_after_s of a microsecond: any evidence is stale a moment later, but the model a
+    # probe has just found healthy is judged at the time of that probe, and started on.
+    path = write_config(
+        Path("tiny.toml"),
+        HEAD.replace("[settings]", "[settings]\nstale_after_s = 0.000001")
+        + '[[models]]\nid = "p:a"\n[[models]]\nid = "p:b"\n',
+    )
+    result = cli(
+        "start", "--config", str(path), "--simulation-id", "s", "--primary", "p:a", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "p:a" and result.json["usedFallback"] is False
+
+
 def test_caller_fallbacks_none_healthy_exits_1_and_records_the_event(cli, db_file):
     write_config(
         Path("models.toml"),

@@ -33,6 +33,13 @@ class ProbeBusy(VoicefallbackError):
     exit_code = 75  # EX_TEMPFAIL (sysexits.h): a temporary condition, retrying may work
 
 
+class PartlyWritten(VoicefallbackError):
+    """Something was written and something else could not be (a probe was recorded, its
+    --textfile was not); the message says which. Never exit 2, which means nothing written."""
+
+    exit_code = 74  # EX_IOERR (sysexits.h): an error while doing I/O on some file
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: unwinds like Ctrl-C, so an open transaction rolls back (exit 143).
 

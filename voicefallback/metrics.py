@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,22 +112,51 @@ def prometheus_text(report: HealthReport) -> str:
     return "".join(line + "\n" for family in families for line in family.lines)
 
 
-def check_textfile_target(path: Path) -> None:
-    """Refuse a textfile path before any probe is spent on it."""
+def check_textfile_target(path: Path, protected: Sequence[Path] = ()) -> None:
+    """Refuse a textfile path before any probe is spent on it, and again just before the
+    rename: only a regular file (or nothing) may be replaced, and never one of `protected`
+    (the state file, its side files, the registry), however the path spells it."""
+    where = f"--textfile {path}"
+    try:
+        info: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise InputError(f"{where}: cannot use: {exc.strerror}") from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise InputError(f"{where}: is a directory, expected a file path")
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise InputError(f"{where}: is a symlink; name the file itself (it would be replaced)")
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise InputError(
+            f"{where}: not a regular file (a device, FIFO or socket is never replaced)"
+        )
+    real = os.path.realpath(path)
+    for other in protected:
+        if real == os.path.realpath(other) or (info is not None and _same_file(path, other)):
+            raise InputError(f"{where}: is {other}, which voicefallback reads; name another file")
     directory = path.parent
-    if path.is_dir():
-        raise InputError(f"--textfile {path}: is a directory, expected a file path")
     if not directory.is_dir():
-        raise InputError(f"--textfile {path}: directory {directory} does not exist")
+        raise InputError(f"{where}: directory {directory} does not exist")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise InputError(f"--textfile {path}: directory {directory} is not writable")
+        raise InputError(f"{where}: directory {directory} is not writable")
 
 
-def write_textfile(path: Path, text: str) -> None:
+def _same_file(path: Path, other: Path) -> bool:
+    try:
+        return os.path.samefile(path, other)  # a hard link to the state file, say
+    except OSError:
+        return False
+
+
+def write_textfile(path: Path, text: str, protected: Sequence[Path] = ()) -> None:
     """Write beside the target, then rename over it: a scrape never sees half a file.
 
     The temporary name does not end in `.prom`, so node_exporter ignores it meanwhile.
+    Raises OSError when the file cannot be written, and InputError when the target is no
+    longer something it may replace.
     """
+    check_textfile_target(path, protected)
     tmp_name: str | None = None
     try:
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -136,8 +167,6 @@ def write_textfile(path: Path, text: str) -> None:
         os.chmod(tmp_name, 0o644)  # node_exporter runs as another user; metrics hold no secret
         os.replace(tmp_name, path)
         tmp_name = None
-    except OSError as exc:
-        raise InputError(f"--textfile {path}: cannot write: {exc.strerror}") from None
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from voicefallback.config import Registry
+from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import InputError
 from voicefallback.records import utcnow
 from voicefallback.store import Store, open_store
@@ -54,6 +55,8 @@ def prune_after_probe(
 def check_days(value: float | None, where: str) -> None:
     if value is not None and (not math.isfinite(value) or value <= 0):
         raise InputError(f"{where}: must be a positive number of days, got {value!r}")
+    if value is not None and value > MAX_DAYS:  # like every other span: larger is a typo
+        raise InputError(f"{where}: must be at most {MAX_DAYS} days (100 years), got {value!r}")
 
 
 def prune(

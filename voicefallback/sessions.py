@@ -15,6 +15,7 @@ from typing import Any
 from voicefallback.config import Registry
 from voicefallback.errors import InputError
 from voicefallback.health import apply_probe, needs_probe, status_of
+from voicefallback.health import judge as verdict
 from voicefallback.providers import Adapters
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, Snapshot, utcnow
 from voicefallback.selection import candidate_order, choose_model, fallback_reason
@@ -248,7 +249,8 @@ def route_session(
         snapshot = apply_probe(snapshots.get(result.model), result, model.thresholds)
         snapshots[result.model] = snapshot
         calls.append(result)
-        return Candidate(result.model, status_of(snapshot, model.thresholds, clock()), result.error)
+        # Judged at the time of its evidence: a probe that just succeeded is never stale.
+        return Candidate(result.model, verdict(snapshot, model.thresholds), result.error)
 
     def judge(model_id: str) -> Candidate:
         model = registry.require(model_id, "start")

@@ -6,7 +6,9 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from voicefallback.durations import format_age, format_span
 from voicefallback.records import ProbeResult, parse_iso
@@ -14,6 +16,7 @@ from voicefallback.redaction import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from voicefallback.probing import ProbedModel
 
@@ -61,25 +64,91 @@ def _ms(value: int | None) -> str:
     return "-" if value is None else f"{value} ms"
 
 
-def print_probe_table(document: dict[str, Any]) -> None:
+@dataclass
+class _Column:
+    """A column and its cells (rich markup). `drop` 0 is never dropped (ids, status); on a
+    narrow terminal the highest `drop` goes first, so ids stay whole on one line."""
+
+    header: str
+    cells: list[str]
+    drop: int = 0
+    justify: Literal["left", "right"] = "left"
+
+    def width(self) -> int:
+        from rich.cells import cell_len
+        from rich.text import Text
+
+        lines = [self.header]
+        for cell in self.cells:
+            lines += Text.from_markup(cell).plain.split("\n")
+        return max(cell_len(line) for line in lines)
+
+
+def _fitting(columns: list[_Column], width: int) -> tuple[list[_Column], bool]:
+    """The columns that fit `width`, dropping secondary ones first; and whether they fit."""
+    shown = list(columns)
+
+    def needed() -> int:  # each cell has one space either side, and one border between
+        return sum(c.width() + 3 for c in shown) + 1
+
+    while needed() > width:
+        droppable = [c for c in shown if c.drop]
+        if not droppable:
+            return shown, False
+        shown.remove(max(droppable, key=lambda c: c.drop))
+    return shown, True
+
+
+def _table(title: str, columns: list[_Column], console: Console) -> Table:
     from rich.table import Table
 
-    table = Table(title=f"probe ({document['mode']}) at {document['probedAt']}")
-    for column in ("model", "status", "TTFT", "latency", "error"):
-        table.add_column(
-            column,
-            justify="right" if column in ("TTFT", "latency") else "left",
-            overflow="fold" if column == "model" else "ellipsis",
-        )
-    for row in document["results"]:
-        table.add_row(
-            _e(row["model"]),
-            _status(row["status"]),
-            _ms(row["ttftMs"]),
-            _ms(row["latencyMs"]),
-            row["error"] or "",
-        )
-    _console().print(table)
+    shown, fits = _fitting(columns, console.width)
+    table = Table(title=title)
+    for column in shown:
+        # When even the ids alone are wider than the terminal, they wrap rather than lose text.
+        overflow: Literal["fold", "ellipsis"] = "ellipsis" if fits else "fold"
+        table.add_column(column.header, justify=column.justify, no_wrap=fits, overflow=overflow)
+    for cells in zip(*(c.cells for c in shown), strict=True):
+        table.add_row(*cells)
+    return table
+
+
+def print_files(registry: Path | None, state: Path | str) -> None:
+    """Which registry and state a command used, as full paths (stdout, after its table), so
+    `init` writing one file and `probe` reading another is no puzzle."""
+    console = _console()
+    if registry is not None:
+        console.print(f"[dim]registry: {_e(os.path.abspath(registry))}[/]", overflow="fold")
+    where = redact_url(str(state)) if "://" in str(state) else os.path.abspath(state)
+    console.print(f"[dim]state:    {_e(where)}[/]", overflow="fold")
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.rpartition("@")[2]
+        user = f"{parts.username}:***@" if parts.username else "***@"
+        return parts._replace(netloc=user + netloc).geturl()
+    except ValueError:
+        return url.partition("://")[0] + "://…"
+
+
+def print_probe_table(document: dict[str, Any]) -> None:
+    rows = document["results"]
+    columns = [
+        _Column("model", [_e(r["model"]) for r in rows]),
+        _Column("status", [_status(r["status"]) for r in rows]),
+        _Column("TTFT", [_ms(r["ttftMs"]) for r in rows], drop=2, justify="right"),
+        _Column("latency", [_ms(r["latencyMs"]) for r in rows], drop=3, justify="right"),
+        _Column("error", [r["error"] or "" for r in rows], drop=1),
+    ]
+    console = _console()
+    console.print(_table(f"probe ({document['mode']}) at {document['probedAt']}", columns, console))
 
 
 def _age(moment: str | None, now: str) -> str:
@@ -108,34 +177,31 @@ def _last_failure(failure: dict[str, Any] | None) -> str:
 
 
 def print_health_table(document: dict[str, Any]) -> None:
-    from rich.table import Table
-
     window = document["window"]
     now = document["generatedAt"]
-    table = Table(
-        title=f"health (recent: last {window['probes']} probes within "
+    rows = document["models"]
+
+    def checked(row: dict[str, Any]) -> str:
+        return f"{_age(row['lastCheckedAt'], now)} ago" if row["lastCheckedAt"] else "never"
+
+    # The model and its status always show, whole; the evidence gives way on a narrow terminal.
+    columns = [
+        _Column("model", [_e(r["model"]) for r in rows]),
+        _Column("status", [_status(r["status"]) for r in rows]),
+        _Column("for", [_age(r["statusSince"], now) for r in rows], drop=8, justify="right"),
+        _Column("TTFT", [_ms(r["ttftMs"]) for r in rows], drop=1, justify="right"),
+        _Column("p50/p95", [_percentiles(r["recent"]) for r in rows], drop=6, justify="right"),
+        _Column("success", [_success(r["recent"]) for r in rows], drop=5, justify="right"),
+        _Column("checked", [checked(r) for r in rows], drop=3, justify="right"),
+        _Column("fails", [str(r["consecutiveFailures"]) for r in rows], drop=7, justify="right"),
+        _Column("last error", [_last_failure(r["lastFailure"]) for r in rows], drop=2),
+    ]
+    title = (
+        f"health (recent: last {window['probes']} probes within "
         f"{format_span(window['spanMs'] / 1000)})"
     )
-    # The model and its status never wrap; the evidence columns give way on a narrow terminal.
-    table.add_column("model", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    for column in ("for", "TTFT", "p50/p95", "success", "checked", "fails"):
-        table.add_column(column, justify="right")
-    table.add_column("last error")
-    for row in document["models"]:
-        checked = row["lastCheckedAt"]
-        table.add_row(
-            _e(row["model"]),
-            _status(row["status"]),
-            _age(row["statusSince"], now),
-            _ms(row["ttftMs"]),
-            _percentiles(row["recent"]),
-            _success(row["recent"]),
-            f"{_age(checked, now)} ago" if checked else "never",
-            str(row["consecutiveFailures"]),
-            _last_failure(row["lastFailure"]),
-        )
-    _console().print(table)
+    console = _console()
+    console.print(_table(title, columns, console))
 
 
 def print_history(document: dict[str, Any]) -> None:
@@ -172,26 +238,21 @@ def print_history(document: dict[str, Any]) -> None:
 
 
 def print_models_table(document: dict[str, Any]) -> None:
-    from rich.table import Table
+    rows = document["models"]
 
-    table = Table(title=f"models in {_e(document['config'])} ({document['mode']} mode)")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("model", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    table.add_column("TTFT budget", justify="right", no_wrap=True)
-    table.add_column("key", no_wrap=True)
-    for number, row in enumerate(document["models"], start=1):
-        key = _e(row["apiKeyEnv"] or "-")
-        if row["apiKeyEnv"] and not row["apiKeySet"]:
-            key += " [yellow]unset[/]"
-        table.add_row(
-            str(number),
-            _e(row["model"]),
-            _status(row["status"]),
-            _ms(row["ttftBudgetMs"]),
-            key,
-        )
-    _console().print(table)
+    def key(row: dict[str, Any]) -> str:
+        text = _e(row["apiKeyEnv"] or "-")
+        return text + " [yellow]unset[/]" if row["apiKeyEnv"] and not row["apiKeySet"] else text
+
+    columns = [
+        _Column("#", [str(n) for n in range(1, len(rows) + 1)], justify="right"),
+        _Column("model", [_e(r["model"]) for r in rows]),
+        _Column("status", [_status(r["status"]) for r in rows]),
+        _Column("TTFT budget", [_ms(r["ttftBudgetMs"]) for r in rows], drop=2, justify="right"),
+        _Column("key", [key(r) for r in rows], drop=1),
+    ]
+    console = _console()
+    console.print(_table(f"models ({document['mode']} mode)", columns, console))
 
 
 def print_init(document: dict[str, Any]) -> None:
@@ -277,36 +338,43 @@ def print_start_panel(document: dict[str, Any]) -> None:
 
 
 def print_events_table(document: dict[str, Any]) -> None:
-    from rich.table import Table
+    events = document["events"]
 
-    table = Table(title="fallback events (newest first)")
-    for column in (
-        "id",
-        "at",
-        "simulation",
-        "primary",
-        "chosen",
-        "reason",
-        "source",
-        "passed over",
-    ):
-        table.add_column(column, overflow="fold")
-    for event in document["events"]:
-        passed = ", ".join(
+    def passed(event: dict[str, Any]) -> str:
+        return "\n".join(
             f"{_e(c['model'])} {c['status']}" + (f" ({c['error']})" if c["error"] else "")
             for c in event["candidates"]
         )
-        table.add_row(
-            str(event["id"]),
-            event["at"],
-            _e(event["simulationId"]),
-            _e(event["primary"]),
-            _e(event["chosen"]) if event["chosen"] else "[red]none[/]",
-            event["reason"],
-            event["fallbackSource"] or "",
-            passed,
-        )
-    _console().print(table)
+
+    def chosen(event: dict[str, Any]) -> str:
+        return _e(event["chosen"]) if event["chosen"] else "[red]none[/]"
+
+    columns = [
+        _Column("id", [str(e["id"]) for e in events], justify="right"),
+        _Column("at", [e["at"] for e in events], drop=4),
+        _Column("simulation", [_e(e["simulationId"]) for e in events]),
+        _Column("primary", [_e(e["primary"]) for e in events]),
+        _Column("chosen", [chosen(e) for e in events]),
+        _Column("reason", [e["reason"] for e in events]),
+        _Column("source", [e["fallbackSource"] or "" for e in events], drop=3),
+        _Column("passed over", [passed(e) for e in events], drop=5),
+    ]
+    console = _console()
+    if _fitting(columns, console.width)[1]:
+        console.print(_table("fallback events (newest first)", columns, console))
+        return
+    # Too narrow for the ids side by side: one block per event, one whole id per line.
+    console.print("fallback events (newest first)")
+    for event in events:
+        source = f" ({event['fallbackSource']} list)" if event["fallbackSource"] else ""
+        lines = [
+            f"[bold]#{event['id']}[/] {event['at']} {event['reason']}{source}",
+            f"  session  {_e(event['simulationId'])}",
+            f"  primary  {_e(event['primary'])}",
+            f"  chosen   {chosen(event)}",
+        ]
+        lines += [f"  passed   {line}" for line in passed(event).split("\n") if line]
+        console.print("\n".join(lines), overflow="fold")
 
 
 def print_prune(document: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from typing import Any
 
 import typer
 
@@ -43,9 +44,29 @@ def main() -> None:
         # Typer's bundled Click raises its UsageError family here; the rest are bugs.
         if not hasattr(exc, "format_message") or not hasattr(exc, "exit_code"):
             raise
-        context = getattr(exc, "ctx", None)
-        command = getattr(getattr(context, "command", None), "name", None)
-        where = f"{command}: " if command and context.parent is not None else ""  # type: ignore[union-attr]
-        print_error(f"{where}{exc.format_message()}")
-        code = exc.exit_code
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            code = 0  # bare `voicefallback` (or a bare group): the help is printed, not an error
+        else:
+            print_error(f"{_where(exc, sys.argv[1:])}{exc.format_message()}")
+            code = exc.exit_code
     sys.exit(code or 0)
+
+
+def _where(exc: Exception, argv: list[str]) -> str:
+    """The command a usage error belongs to, as "start: " (nothing for the root)."""
+    context = getattr(exc, "ctx", None)
+    if context is not None:
+        if context.parent is None:
+            return ""
+        return str(context.command_path).partition(" ")[2] + ": "
+    # Some errors (an option missing its value) carry no context: read the command from argv.
+    from typer.main import get_command
+
+    group: Any = get_command(app)
+    names = []
+    for token in argv:
+        group = getattr(group, "commands", {}).get(token)
+        if group is None:
+            break
+        names.append(token)
+    return " ".join(names) + ": " if names else ""

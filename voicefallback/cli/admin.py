@@ -68,6 +68,7 @@ def list_models(
         print_json(document)
     else:
         tables.print_models_table(document)
+        tables.print_files(registry.path, db_path(db))
 
 
 @app.command()

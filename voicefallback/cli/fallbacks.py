@@ -56,3 +56,4 @@ def fallbacks(
         print_json(document)
     else:
         tables.print_events_table(document)
+        tables.print_files(None, db_path(db))

@@ -149,7 +149,9 @@ def health(
         print_json(document)
     elif history is not None:
         tables.print_history(document)
+        tables.print_files(registry.path, db_path(db))
     else:
         tables.print_health_table(document)
+        tables.print_files(registry.path, db_path(db))
     if gate_failed(rows, check, required):
         raise typer.Exit(1)

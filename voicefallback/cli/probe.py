@@ -88,7 +88,7 @@ def probe(
     """
     from voicefallback import documents, tables
     from voicefallback.durations import parse_duration
-    from voicefallback.health import status_of
+    from voicefallback.health import judge
     from voicefallback.probing import probe_run
     from voicefallback.records import utcnow
 
@@ -106,7 +106,7 @@ def probe(
         if textfile is not None:
             from voicefallback.metrics import check_textfile_target
 
-            check_textfile_target(textfile)
+            check_textfile_target(textfile, _protected(state, registry))
     by_id = {m.id: m for m in selected}
     progress = not json and not quiet and len(selected) > 1 and sys.stdout.isatty()
 
@@ -122,14 +122,13 @@ def probe(
                 lock_wait_s=lock_timeout,
                 on_result=on_result,
             )
-        now = utcnow()
+        # Each model is judged at the time of its evidence, not after the whole round: a
+        # probe that just succeeded is never reported stale (SPEC "Health").
         rows = [
-            (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
+            (by_id[p.result.model], p, judge(p.after, by_id[p.result.model].thresholds))
             for p in probed
         ]
         document = documents.probe_json(started, chosen_mode, rows)
-        if textfile is not None:
-            _write_textfile(textfile, registry, state)
         if json:
             print_json(document)
         elif quiet:
@@ -137,6 +136,9 @@ def probe(
                 tables.print_notice(line)
         else:
             tables.print_probe_table(document)
+            tables.print_files(registry.path, state)
+        if textfile is not None:
+            _write_textfile(textfile, registry, state)
         return document
 
     if interval is None:
@@ -153,12 +155,34 @@ def probe(
         tables.print_notice(f"stopped after {rounds} rounds")
 
 
+def _protected(state: Path, registry: Registry) -> list[Path]:
+    """What a --textfile must never replace: the state file, its side files, the registry."""
+    from voicefallback.locking import lock_path
+
+    sides = [state.with_name(state.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
+    return [state, *sides, lock_path(state), registry.path]
+
+
 def _write_textfile(path: Path, registry: Registry, state: Path) -> None:
-    """Prometheus text for every registered model, not only the ones just probed."""
+    """Prometheus text for every registered model, not only the ones just probed.
+
+    The probe is recorded by now: a failure here says so, and exits 74, not 2.
+    """
+    from voicefallback.errors import PartlyWritten
     from voicefallback.metrics import prometheus_text, write_textfile
     from voicefallback.records import utcnow
     from voicefallback.reports import health_report
     from voicefallback.stats import Window
 
     report = health_report(registry.models, state, Window(), utcnow(), with_event_counts=True)
-    write_textfile(path, prometheus_text(report))
+    try:
+        write_textfile(path, prometheus_text(report), _protected(state, registry))
+    except (OSError, InputError) as exc:
+        if isinstance(exc, OSError):
+            why = exc.strerror or str(exc)
+        else:
+            why = str(exc).removeprefix(f"--textfile {path}: ")
+        raise PartlyWritten(
+            f"--textfile {path}: not written ({why}), left as it was; the probe results"
+            f" were recorded in {state}"
+        ) from None

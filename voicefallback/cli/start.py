@@ -83,6 +83,7 @@ def start(
         print_json(document)
     else:
         tables.print_start_panel(document)
+        tables.print_files(registry.path, db_path(db))
     if outcome.chosen is None:
         print_error(outcome.error or "no model could be started")
         raise typer.Exit(1)
