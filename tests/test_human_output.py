@@ -119,3 +119,21 @@ def test_relative_paths_are_shown_absolute(cli, isolated, monkeypatch):
     lines = cli("probe").stdout.splitlines()
     assert f"registry: {isolated / 'models.toml'}" in lines
     assert f"state:    {isolated / 'here.db'}" in lines
+
+
+def test_what_a_provider_said_cannot_drive_the_terminal(cli, db_file):
+    from voicefallback.config import Thresholds
+    from voicefallback.health import apply_probe
+    from voicefallback.records import ProbeResult, utcnow
+    from voicefallback.store import open_store
+
+    said = "\x1b[2J\x1b]0;pwned\x07 evil\u202etxt.exe"
+    failure = ProbeResult(
+        model=SHIPPED_IDS[0], ok=False, at=utcnow(), error="server_error", message=said
+    )
+    with open_store(db_file, write=True) as store:
+        store.record([failure], {SHIPPED_IDS[0]: Thresholds()}, update=apply_probe)
+    result = cli("health", "--history", SHIPPED_IDS[0])
+    assert result.exit_code == 0, result.stderr
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "\\u001b[2J" in result.stdout and "\\u202etxt.exe" in result.stdout

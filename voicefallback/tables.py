@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,10 +31,22 @@ STATUS_STYLE = {
 }
 
 
+def visible(text: str) -> str:
+    """Text a terminal shows as itself: control and format characters (escape sequences,
+    bidi overrides such as U+202E, zero-width ones) are written as \\uXXXX instead."""
+    return "".join(
+        f"\\u{ord(ch):04x}" if ch not in "\n\t" and unicodedata.category(ch) in _HIDDEN else ch
+        for ch in text
+    )
+
+
+_HIDDEN = ("Cc", "Cf", "Zl", "Zp", "Cs")
+
+
 def print_error(message: str) -> None:
     """One line on stderr; newlines in the message are flattened so it stays one line, and
     anything shaped like a key is redacted: the last stop before a terminal or a CI log."""
-    flat = redact(" ".join(message.split()))
+    flat = visible(redact(" ".join(message.split())))
     sys.stderr.write(f"voicefallback: error: {flat}\n")
     sys.stderr.flush()
 
@@ -53,7 +66,7 @@ def _e(value: object) -> str:
     hold square brackets, which must print as themselves."""
     from rich.markup import escape
 
-    return escape(str(value))
+    return escape(visible(str(value)))
 
 
 def _status(status: str) -> str:
@@ -283,7 +296,7 @@ def status_change_lines(results: Iterable[ProbedModel]) -> list[str]:
 
 def print_notice(message: str) -> None:
     """One line on stderr that is not an error (status changes, a loop stopping)."""
-    sys.stderr.write(f"voicefallback: {message}\n")
+    sys.stderr.write(f"voicefallback: {visible(message)}\n")
     sys.stderr.flush()
 
 
