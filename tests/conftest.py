@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tests.pg_server import PostgresServer, missing_reason
 from voicefallback.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,6 +52,40 @@ def db_file(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = isolated / "state" / "state.db"
     monkeypatch.setenv("VOICEFALLBACK_DB", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole run (see tests/pg_server.py)."""
+    reason = missing_reason()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"PostgreSQL tests must run in CI, but cannot: {reason}")
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh, empty database on the test server (password in the URL, over TCP)."""
+    return pg_server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def state(
+    request: pytest.FixtureRequest, db_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path | str:
+    """VOICEFALLBACK_DB on each backend in turn: the test's SQLite file, or a fresh
+    PostgreSQL database."""
+    if request.param == "sqlite":
+        return db_file
+    url: str = request.getfixturevalue("pg_url")
+    monkeypatch.setenv("VOICEFALLBACK_DB", url)
+    return url
 
 
 @dataclass

@@ -75,7 +75,7 @@ def test_json_commands_on_an_existing_state_file_skip_rich_and_sqlite_utils(args
         capture_output=True,
         timeout=60,
     )
-    assert imported(args, [*SDKS, "rich", "sqlite_utils"], env) == []
+    assert imported(args, [*SDKS, "rich", "sqlite_utils", "psycopg"], env) == []
 
 
 def test_the_guard_sees_what_a_table_imports(tmp_path):

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
+from tests.pg_server import rows
 
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 
 
-def rows(db: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def test_reference_cases_a_b_c_and_the_fallbacks_listing(cli, db_file):
+def test_reference_cases_a_b_c_and_the_fallbacks_listing(cli, state):
+    """On both backends: the SQLite file, and a PostgreSQL database."""
     a = cli("start", "--simulation-id", "sim-auto", "--primary", SONNET, "--json")
     assert a.exit_code == 0, a.stderr
     a_doc = a.json
@@ -64,11 +59,11 @@ def test_reference_cases_a_b_c_and_the_fallbacks_listing(cli, db_file):
     assert all(e["at"].endswith("Z") for e in events)
 
     # The state file holds exactly these two events, and every call made is in history.
-    assert rows(db_file, "SELECT simulation_id, reason FROM events ORDER BY id") == [
+    assert rows(state, "SELECT simulation_id, reason FROM events ORDER BY id") == [
         ("sim-auto", "primary_unhealthy"),
         ("sim-caller", "primary_unhealthy"),
     ]
-    history = rows(db_file, "SELECT model, kind, ok FROM probes ORDER BY id")
+    history = rows(state, "SELECT model, kind, ok FROM probes ORDER BY id")
     assert history[:3] == [
         (SONNET, "probe", 0),
         ("openai:gpt-4o-mini", "probe", 1),

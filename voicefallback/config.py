@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import ConfigError, InputError
@@ -58,6 +58,7 @@ _THRESHOLD_MAX: dict[str, tuple[float, str]] = {
     "fail_after": (1000, "1000"),
     "recover_after": (1000, "1000"),
     "history_days": (MAX_DAYS, f"{MAX_DAYS} (100 years)"),
+    "connect_timeout_s": (60, "60 (1 minute)"),  # [settings] only: not a per-model value
 }
 
 
@@ -94,6 +95,7 @@ class Registry:
     defaults: Thresholds
     providers: Mapping[str, Provider]
     models: tuple[Model, ...]
+    connect_timeout_s: float = 2.0  # how long to wait for a PostgreSQL state to answer
 
     def get(self, model_id: str) -> Model | None:
         for model in self.models:
@@ -176,13 +178,35 @@ def config_path(option: Path | None) -> Path:
     return user_config_dir() / "models.toml"
 
 
-def db_path(option: Path | None) -> Path:
-    """--db beats VOICEFALLBACK_DB beats the user state dir."""
-    if option is not None:
-        return option
-    if os.environ.get(DB_ENV):
-        return Path(os.environ[DB_ENV])
-    return user_state_dir() / "state.db"
+def is_database_url(location: Path | str) -> bool:
+    """A postgresql:// (or postgres://) URL, as opposed to a path to a SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def display_location(location: Path | str) -> str:
+    """The state's location as output and messages show it: a URL without its password."""
+    if not is_database_url(location):
+        return str(location)
+    try:
+        parts = urlsplit(str(location))
+    except ValueError:
+        return "postgresql://(unparseable URL)"
+    netloc = parts.netloc.rpartition("@")
+    userinfo = netloc[0].partition(":")[0]
+    query = "&".join(
+        item for item in parts.query.split("&") if item and not item.startswith("password=")
+    )
+    return urlunsplit(
+        (parts.scheme, f"{userinfo}@{netloc[2]}" if userinfo else netloc[2], parts.path, query, "")
+    )
+
+
+def db_path(option: Path | str | None) -> Path | str:
+    """--db beats VOICEFALLBACK_DB beats the user state dir; a URL is returned untouched."""
+    value = option if option is not None else os.environ.get(DB_ENV) or None
+    if value is None:
+        return user_state_dir() / "state.db"
+    return value if is_database_url(value) else Path(value)
 
 
 def api_key(env_name: str | None) -> str | None:
@@ -293,7 +317,9 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
     _check_keys(data, {"settings", "providers", "models"}, where)
 
     settings = _table(data.get("settings", {}), f"{where}: [settings]")
-    _check_keys(settings, set(_THRESHOLD_KEYS) | {"mode"}, f"{where}: [settings]")
+    _check_keys(
+        settings, set(_THRESHOLD_KEYS) | {"mode", "connect_timeout_s"}, f"{where}: [settings]"
+    )
     mode = settings.get("mode", "stub")
     if mode not in MODES:
         raise ConfigError(f"{where}: [settings] mode must be 'stub' or 'live', got {mode!r}")
@@ -361,8 +387,14 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
                 stub=_stub(table.get("stub", {}), f"{at}: stub"),
             )
         )
+    connect_timeout = settings.get("connect_timeout_s", Registry.connect_timeout_s)
     return Registry(
-        path=path, mode=mode, defaults=defaults, providers=providers, models=tuple(models)
+        path=path,
+        mode=mode,
+        defaults=defaults,
+        providers=providers,
+        models=tuple(models),
+        connect_timeout_s=_threshold("connect_timeout_s", connect_timeout, f"{where}: [settings]"),
     )
 
 

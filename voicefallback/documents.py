@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicefallback.config import Model, Registry, api_key
+from voicefallback.config import Model, Registry, api_key, display_location
 from voicefallback.records import FallbackEvent, ProbeResult, StatusChange, iso
 
 if TYPE_CHECKING:
@@ -160,8 +160,8 @@ def models_json(registry: Registry, mode: str, rows: Sequence[tuple[Model, str]]
     }
 
 
-def init_json(config: Path, db: Path) -> dict[str, Any]:
-    return {"config": str(config), "created": True, "db": str(db)}
+def init_json(config: Path, db: Path | str) -> dict[str, Any]:
+    return {"config": str(config), "created": True, "db": display_location(db)}
 
 
 def start_json(outcome: StartOutcome) -> dict[str, Any]:

@@ -27,6 +27,10 @@ class StateBusy(StateError):
     exit_code = 75  # EX_TEMPFAIL, like a busy probe lock: one code for "busy" everywhere
 
 
+class StateUnreachable(StateError):
+    """The state database cannot be reached (down, wrong host, refused login)."""
+
+
 class ProbeBusy(VoicefallbackError):
     """Another `probe` holds the state file's probe lock; try again later."""
 

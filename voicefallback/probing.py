@@ -58,7 +58,7 @@ class ProbedModel:
 def probe_run(
     registry: Registry,
     models: Sequence[Model],
-    db: Path,
+    db: Path | str,
     mode: str,
     concurrency: int = DEFAULT_CONCURRENCY,
     *,
@@ -73,7 +73,10 @@ def probe_run(
     The state file is opened (and checked) before the lock is taken, so a file that is not
     ours is refused without creating a lock file beside it.
     """
-    with open_store(db, write=True) as store, store.probe_lock(lock_wait_s):
+    with (
+        open_store(db, write=True, connect_timeout_s=registry.connect_timeout_s) as store,
+        store.probe_lock(lock_wait_s),
+    ):
         before = store.snapshots(m.id for m in models)
         with Adapters(mode, registry.key_env_names()) as adapters:
             results = run_probes(models, adapters, concurrency, on_result)

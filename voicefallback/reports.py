@@ -60,7 +60,7 @@ def _model_health(
 
 def health_report(
     models: Sequence[Model],
-    db: Path,
+    db: Path | str,
     window: Window,
     now: datetime,
     *,
@@ -74,7 +74,13 @@ def health_report(
 
 
 def model_history(
-    model: Model, db: Path, *, limit: int, since: datetime | None, window: Window, now: datetime
+    model: Model,
+    db: Path | str,
+    *,
+    limit: int,
+    since: datetime | None,
+    window: Window,
+    now: datetime,
 ) -> ModelHistory:
     with open_store(db, write=False) as store:
         snapshot = store.snapshots([model.id]).get(model.id)
@@ -88,7 +94,9 @@ def model_history(
         )
 
 
-def model_statuses(models: Sequence[Model], db: Path, now: datetime) -> list[tuple[Model, str]]:
+def model_statuses(
+    models: Sequence[Model], db: Path | str, now: datetime
+) -> list[tuple[Model, str]]:
     """Each registered model with its status, for `models`; snapshots only."""
     with open_store(db, write=False) as store:
         snapshots = store.snapshots(m.id for m in models)
@@ -96,7 +104,7 @@ def model_statuses(models: Sequence[Model], db: Path, now: datetime) -> list[tup
 
 
 def fallback_events(
-    db: Path, simulation_id: str | None, since: datetime | None, limit: int | None
+    db: Path | str, simulation_id: str | None, since: datetime | None, limit: int | None
 ) -> list[FallbackEvent]:
     """`fallbacks`: events newest first, straight from the state file."""
     with open_store(db, write=False) as store:

@@ -60,7 +60,7 @@ def check_days(value: float | None, where: str) -> None:
 
 
 def prune(
-    db: Path,
+    db: Path | str,
     registry: Registry,
     *,
     events_older_than_days: float | None = None,
@@ -69,13 +69,15 @@ def prune(
 ) -> PruneReport:
     """`voicefallback prune`: all probe history past history_days; events only if asked.
 
-    A missing state file is left missing: there is nothing to prune.
+    A state that does not exist yet is left so: there is nothing to prune.
     """
     check_days(events_older_than_days, "--events-older-than")
     now = clock()
-    if not db.exists():
-        return PruneReport(now, 0, 0, False, 0, 0)
-    with open_store(db, write=True) as store:
+    timeout = registry.connect_timeout_s
+    with open_store(db, write=False, connect_timeout_s=timeout) as reader:
+        if reader.size_bytes() == 0:
+            return PruneReport(now, 0, 0, False, 0, 0)
+    with open_store(db, write=True, connect_timeout_s=timeout) as store:
         before = store.size_bytes()
         cutoffs, default = probe_cutoffs(registry, now)
         probes = store.prune_probes(cutoffs, default)

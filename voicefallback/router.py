@@ -32,7 +32,9 @@ class SessionRouter:
     ) -> None:
         self.registry = load_registry(config_path(Path(config) if config else None))
         self.mode = resolve_mode(mode, self.registry)
-        self._store = open_store(db_path(Path(db) if db else None), write=True)
+        self._store = open_store(
+            db_path(db or None), write=True, connect_timeout_s=self.registry.connect_timeout_s
+        )
         self._adapters = Adapters(self.mode, self.registry.key_env_names())
 
     def choose(

@@ -207,7 +207,7 @@ def validate_request(registry: Registry, request: StartRequest) -> None:
 
 def start_session(
     registry: Registry,
-    db: Path,
+    db: Path | str,
     mode: str,
     request: StartRequest,
     clock: Callable[[], datetime] = utcnow,
@@ -215,7 +215,7 @@ def start_session(
     """What `start` does: choose, make the opening call, record calls and the event."""
     validate_request(registry, request)
     with (
-        open_store(db, write=True) as store,
+        open_store(db, write=True, connect_timeout_s=registry.connect_timeout_s) as store,
         Adapters(mode, registry.key_env_names()) as adapters,
     ):
         return route_session(registry, store, adapters, request, clock=clock)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from voicefallback.config import display_location, is_database_url
 from voicefallback.durations import format_age, format_span
 from voicefallback.records import ProbeResult, parse_iso
 from voicefallback.redaction import redact
@@ -132,23 +133,8 @@ def print_files(registry: Path | None, state: Path | str) -> None:
     console = _console()
     if registry is not None:
         console.print(f"[dim]registry: {_e(os.path.abspath(registry))}[/]", overflow="fold")
-    where = redact_url(str(state)) if "://" in str(state) else os.path.abspath(state)
+    where = display_location(state if is_database_url(state) else os.path.abspath(state))
     console.print(f"[dim]state:    {_e(where)}[/]", overflow="fold")
-
-
-def redact_url(url: str) -> str:
-    """A database URL without its password."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rpartition("@")[2]
-        user = f"{parts.username}:***@" if parts.username else "***@"
-        return parts._replace(netloc=user + netloc).geturl()
-    except ValueError:
-        return url.partition("://")[0] + "://…"
 
 
 def print_probe_table(document: dict[str, Any]) -> None:

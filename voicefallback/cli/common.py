@@ -48,12 +48,13 @@ ConfigOption = Annotated[
     ),
 ]
 DbOption = Annotated[
-    Optional[Path],
+    Optional[str],  # not a Path: a postgresql:// URL must reach the store untouched
     typer.Option(
         "--db",
-        help="State file (env: VOICEFALLBACK_DB; default: the user state dir).",
+        metavar="FILE|URL",
+        help="State: a SQLite file, or a postgresql:// URL shared by many hosts"
+        " (env: VOICEFALLBACK_DB; default: the user state dir).",
         show_default=False,
-        dir_okay=False,
     ),
 ]
 JsonOption = Annotated[

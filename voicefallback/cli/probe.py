@@ -23,7 +23,7 @@ from voicefallback.cli.common import (
     registry_from,
     select_with,
 )
-from voicefallback.config import Registry, db_path, resolve_mode
+from voicefallback.config import Registry, db_path, display_location, resolve_mode
 from voicefallback.documents import print_json
 from voicefallback.errors import InputError
 from voicefallback.locking import DEFAULT_WAIT_S
@@ -155,15 +155,18 @@ def probe(
         tables.print_notice(f"stopped after {rounds} rounds")
 
 
-def _protected(state: Path, registry: Registry) -> list[Path]:
+def _protected(state: Path | str, registry: Registry) -> list[Path]:
     """What a --textfile must never replace: the state file, its side files, the registry."""
     from voicefallback.locking import lock_path
+
+    if not isinstance(state, Path):  # a postgresql:// URL: no local state file
+        return [registry.path]
 
     sides = [state.with_name(state.name + suffix) for suffix in ("-wal", "-shm", "-journal")]
     return [state, *sides, lock_path(state), registry.path]
 
 
-def _write_textfile(path: Path, registry: Registry, state: Path) -> None:
+def _write_textfile(path: Path, registry: Registry, state: Path | str) -> None:
     """Prometheus text for every registered model, not only the ones just probed.
 
     The probe is recorded by now: a failure here says so, and exits 74, not 2.
@@ -184,5 +187,5 @@ def _write_textfile(path: Path, registry: Registry, state: Path) -> None:
             why = str(exc).removeprefix(f"--textfile {path}: ")
         raise PartlyWritten(
             f"--textfile {path}: not written ({why}), left as it was; the probe results"
-            f" were recorded in {state}"
+            f" were recorded in {display_location(state)}"
         ) from None

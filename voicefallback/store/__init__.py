@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from voicefallback.config import is_database_url
+from voicefallback.errors import StateError
 from voicefallback.store.base import PRUNE_BATCH, SnapshotUpdate, Store
 from voicefallback.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
@@ -13,12 +15,36 @@ __all__ = [
     "SCHEMA_VERSION",
     "SnapshotUpdate",
     "Store",
+    "is_database_url",
     "open_store",
 ]
 
+DEFAULT_CONNECT_TIMEOUT_S = 2.0
+DRIVER_HINT = (
+    "a postgresql:// state needs the PostgreSQL driver: pip install 'voicefallback[postgres]'"
+)
 
-def open_store(location: Path | str, *, write: bool) -> Store:
-    """Open the state at `location` for reading (never creates anything) or for writing."""
+
+def open_store(
+    location: Path | str,
+    *,
+    write: bool,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> Store:
+    """Open the state at `location` for reading (never creates anything) or for writing.
+
+    `location` is a path to a SQLite file, or a postgresql:// URL (the driver is imported
+    only then; `connect_timeout_s` bounds the wait for its server).
+    """
+    if is_database_url(location):
+        assert isinstance(location, str)
+        try:
+            from voicefallback.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "psycopg":
+                raise
+            raise StateError(DRIVER_HINT) from None
+        return PostgresStore.open(location, write=write, connect_timeout_s=connect_timeout_s)
     from voicefallback.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(Path(location), write=write)
