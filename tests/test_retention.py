@@ -93,6 +93,29 @@ def test_prune_command_applies_each_models_days_and_keeps_events(cli, registry_f
     assert count(db_file, "PRAGMA integrity_check") == [("ok",)]
 
 
+def test_a_vacuum_that_fails_after_rows_were_deleted_says_so_and_exits_74(
+    cli, registry_file, db_file, monkeypatch
+):
+    from voicefallback.errors import StateBusy
+
+    seed(db_file, [1, 100])
+
+    def busy(self: SQLiteStore) -> None:
+        raise StateBusy(f"{db_file}: state file busy: another process kept it locked")
+
+    monkeypatch.setattr(SQLiteStore, "vacuum", busy)
+    result = cli("prune", "--vacuum", "--json")
+    assert result.exit_code == 74 and result.stdout == ""
+    assert result.stderr.count("\n") == 1
+    assert f"{db_file}: deleted 2 probe rows and 0 events, then stopped: state file busy" in (
+        result.stderr
+    )
+    assert count(db_file, "SELECT count(*) FROM probes") == [(4,)]  # the deletes stand
+    # With nothing deleted first, nothing was written: busy is busy (75).
+    again = cli("prune", "--vacuum", "--json")
+    assert again.exit_code == 75 and "state file busy" in again.stderr
+
+
 def test_prune_people_output_and_a_missing_state_file(cli, registry_file, db_file):
     result = cli("prune")
     assert result.exit_code == 0 and "pruned 0 probe rows and 0 events" in result.stdout

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from voicefallback.config import Registry
+from voicefallback.config import Registry, display_location
 from voicefallback.durations import MAX_DAYS
-from voicefallback.errors import InputError
+from voicefallback.errors import InputError, PartlyWritten, VoicefallbackError
 from voicefallback.records import utcnow
 from voicefallback.store import Store, open_store
 
@@ -82,8 +82,17 @@ def prune(
         cutoffs, default = probe_cutoffs(registry, now)
         probes = store.prune_probes(cutoffs, default)
         events = 0
-        if events_older_than_days is not None:
-            events = store.prune_events(cutoff(now, events_older_than_days))
-        if vacuum:
-            store.vacuum()
+        try:
+            if events_older_than_days is not None:
+                events = store.prune_events(cutoff(now, events_older_than_days))
+            if vacuum:
+                store.vacuum()
+        except VoicefallbackError as exc:
+            if not (probes or events):
+                raise  # nothing was written: its own code (2, or 75 when busy) holds
+            where = display_location(db)
+            raise PartlyWritten(
+                f"{where}: deleted {probes} probe rows and {events} events, then stopped:"
+                f" {str(exc).removeprefix(f'{where}: ')}"
+            ) from None
         return PruneReport(now, probes, events, vacuum, before, store.size_bytes())
