@@ -116,6 +116,23 @@ def test_a_vacuum_that_fails_after_rows_were_deleted_says_so_and_exits_74(
     assert again.exit_code == 75 and "state file busy" in again.stderr
 
 
+def test_a_prune_that_fails_after_the_probe_was_recorded_does_not_fail_the_probe(
+    cli, registry_file, db_file, monkeypatch
+):
+    from voicefallback.errors import StateBusy
+
+    seed(db_file, [100])
+
+    def busy(self: SQLiteStore, *args: object, **kwargs: object) -> int:
+        raise StateBusy(f"{db_file}: state file busy: another process kept it locked")
+
+    monkeypatch.setattr(SQLiteStore, "prune_probes", busy)
+    result = cli("probe", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert [r["model"] for r in result.json["results"]] == ["p:short", "p:long"]
+    assert count(db_file, "SELECT count(*) FROM probes") == [(3 + 2,)]  # recorded, none pruned
+
+
 def test_prune_people_output_and_a_missing_state_file(cli, registry_file, db_file):
     result = cli("prune")
     assert result.exit_code == 0 and "pruned 0 probe rows and 0 events" in result.stdout

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from voicefallback.config import Registry, display_location
 from voicefallback.durations import MAX_DAYS
-from voicefallback.errors import InputError, PartlyWritten, VoicefallbackError
+from voicefallback.errors import InputError, PartlyWritten, StateError, VoicefallbackError
 from voicefallback.records import utcnow
 from voicefallback.store import Store, open_store
 
@@ -47,9 +47,17 @@ def cutoff(now: datetime, days: float) -> datetime:
 def prune_after_probe(
     store: Store, registry: Registry, clock: Callable[[], datetime] = utcnow
 ) -> int:
-    """What `probe` does after recording: a bounded prune, in its own short transactions."""
+    """What `probe` does after recording: a bounded prune, in its own short transactions.
+
+    Housekeeping: when it fails (a file kept busy, a full disk) the probe is still recorded,
+    so the failure must not become the probe's exit code ("nothing written"); the next run
+    prunes, and a state that is really broken fails that run's recording anyway.
+    """
     cutoffs, default = probe_cutoffs(registry, clock())
-    return store.prune_probes(cutoffs, default, max_rows=AFTER_PROBE_MAX_ROWS)
+    try:
+        return store.prune_probes(cutoffs, default, max_rows=AFTER_PROBE_MAX_ROWS)
+    except StateError:
+        return 0
 
 
 def check_days(value: float | None, where: str) -> None:
