@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from voicefallback.config import Model, Registry
 from voicefallback.health import apply_probe
 from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.providers import Adapters
-from voicefallback.records import ProbeResult, Snapshot
+from voicefallback.records import ProbeResult, Snapshot, utcnow
 from voicefallback.retention import prune_after_probe
 from voicefallback.store import open_store
 
@@ -65,10 +66,16 @@ def probe_run(
     lock_wait_s: float = DEFAULT_WAIT_S,
     on_result: Callable[[ProbeResult], None] | None = None,
     prune: bool = True,
+    if_older_s: float | None = None,
 ) -> list[ProbedModel]:
     """What `probe` does: under the probe lock, probe `models` and record the results, then
     (with `prune`) drop history past each model's history_days, a bounded amount in short
     transactions of their own.
+
+    With `if_older_s`, only the models whose latest evidence (a probe, a session opening or
+    a report, from any process or host) is older than that are probed. It is read under the
+    probe lock, so processes queued on the lock (many hosts on one PostgreSQL state) find
+    what the one before them probed and do not probe it again.
 
     The state file is opened (and checked) before the lock is taken, so a file that is not
     ours is refused without creating a lock file beside it.
@@ -78,6 +85,13 @@ def probe_run(
         store.probe_lock(lock_wait_s),
     ):
         before = store.snapshots(m.id for m in models)
+        if if_older_s is not None:
+            cutoff = utcnow() - timedelta(seconds=if_older_s)
+            models = [
+                m for m in models if m.id not in before or before[m.id].last_checked_at <= cutoff
+            ]
+            if not models:
+                return []
         with Adapters(mode, registry.key_env_names()) as adapters:
             results = run_probes(models, adapters, concurrency, on_result)
         recorded = store.record(results, {m.id: m.thresholds for m in models}, update=apply_probe)

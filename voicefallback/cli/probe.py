@@ -81,6 +81,17 @@ def probe(
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Models probed at once.")
     ] = DEFAULT_CONCURRENCY,
+    if_older: Annotated[
+        Optional[str],
+        typer.Option(
+            "--if-older",
+            metavar="SPAN",
+            help="Probe only the models whose latest evidence (probe, start or report, from "
+            "any host) is older than this (e.g. 60s, 5m): one cron line per host, one probe "
+            "per model for the fleet.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Probe models now and record the results.
 
@@ -97,6 +108,10 @@ def probe(
         if quiet and json:
             raise InputError("--quiet and --json: choose one")
         interval = parse_duration(every, "--every") if every is not None else None
+        older = parse_duration(if_older, "--if-older") if if_older is not None else None
+        if older is not None and (check or required):
+            # A model skipped as fresh would pass the gate unseen: gate with `health --check`.
+            raise InputError("--if-older: cannot gate an exit code (--check, --require)")
         if interval is not None and (check or required):
             raise InputError("--every: cannot gate an exit code (--check, --require) on a loop")
         registry = registry_from(config)
@@ -121,6 +136,7 @@ def probe(
                 concurrency,
                 lock_wait_s=lock_timeout,
                 on_result=on_result,
+                if_older_s=older,
             )
         # Each model is judged at the time of its evidence, not after the whole round: a
         # probe that just succeeded is never reported stale (SPEC "Health").
@@ -134,6 +150,8 @@ def probe(
         elif quiet:
             for line in tables.status_change_lines(probed):
                 tables.print_notice(line)
+        elif not probed and older is not None:
+            tables.print_notice(f"nothing to probe: every model has evidence newer than {if_older}")
         else:
             tables.print_probe_table(document)
             tables.print_files(registry.path, state)
