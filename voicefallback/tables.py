@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,6 +89,7 @@ class _Column:
     drop: int = 0
     justify: Literal["left", "right"] = "left"
 
+    @cached_property
     def width(self) -> int:
         from rich.cells import cell_len
         from rich.text import Text
@@ -103,7 +105,7 @@ def _fitting(columns: list[_Column], width: int) -> tuple[list[_Column], bool]:
     shown = list(columns)
 
     def needed() -> int:  # each cell has one space either side, and one border between
-        return sum(c.width() + 3 for c in shown) + 1
+        return sum(c.width + 3 for c in shown) + 1
 
     while needed() > width:
         droppable = [c for c in shown if c.drop]
