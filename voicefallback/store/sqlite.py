@@ -30,9 +30,15 @@ _T = TypeVar("_T")
 class SQLiteStore(SQLStore):
     """The state file. Reading a missing file behaves as empty state and creates nothing."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection | None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection | None,
+        held: tuple[int, int] | None = None,
+    ) -> None:
         self.path = path
         self._conn = conn
+        self._held = held  # counted in statefile while the connection is open
 
     @classmethod
     def open(cls, path: Path, *, write: bool) -> SQLiteStore:
@@ -47,21 +53,27 @@ class SQLiteStore(SQLStore):
         if not write:
             if not exists:
                 return cls(path, None)
-            conn, version = statefile.connect_readonly(path)
+            held = statefile.hold(path)
+            try:
+                conn, version = statefile.connect_readonly(path)
+            except BaseException:
+                statefile.release(held)
+                raise
             if version == 0:  # another process is creating it right now: nothing yet
                 conn.close()
+                statefile.release(held)
                 return cls(path, None)
-            return cls(path, conn)
+            return cls(path, conn, held)
         statefile.check_writable(path)
         if not exists and not path.exists():
             statefile.create_new(path, lambda conn: cls(path, conn)._prepare_new())
             statefile.check_file(path)
-        conn = statefile.connect(path)
-        store = cls(path, conn)
+        store = cls(path, None, statefile.hold(path))
         try:
+            store._conn = statefile.connect(path)
             store._prepare_for_writing()
         except BaseException:
-            conn.close()
+            store.close()
             raise
         return store
 
@@ -69,6 +81,9 @@ class SQLiteStore(SQLStore):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        if self._held is not None:
+            statefile.release(self._held)
+            self._held = None
 
     def __enter__(self) -> SQLiteStore:
         return self

@@ -7,6 +7,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -36,6 +37,33 @@ def user_version(conn: sqlite3.Connection) -> int:
     return int(version)
 
 
+# Closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# included (https://sqlite.org/howtocorrupt.html#posix_close_bug). So the header is read only
+# while this process has no connection to the file: a long-running process (`serve`) that
+# re-read it beside a live connection would pull that connection's locks from under it.
+_connections_lock = threading.Lock()
+_connections: dict[tuple[int, int], int] = {}  # (device, inode) -> open connections
+
+
+def hold(path: Path) -> tuple[int, int]:
+    """Count a connection about to be made to `path` (before it is made); `release` after."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise StateError(f"{path}: cannot use as state file: {exc.strerror}") from None
+    identity = (info.st_dev, info.st_ino)
+    with _connections_lock:
+        _connections[identity] = _connections.get(identity, 0) + 1
+    return identity
+
+
+def release(identity: tuple[int, int]) -> None:
+    with _connections_lock:
+        left = _connections.pop(identity, 1) - 1
+        if left:
+            _connections[identity] = left
+
+
 def check_file(path: Path) -> bool:
     """Refuse what is not our state file, from its header alone; False if there is none yet.
 
@@ -53,9 +81,13 @@ def check_file(path: Path) -> bool:
         raise StateError(f"{path}: is a directory, expected a state file")
     if not stat.S_ISREG(info.st_mode):
         raise StateError(f"{path}: not a regular file, expected a state file")
+    identity = (info.st_dev, info.st_ino)
     try:
-        with open(path, "rb") as handle:
-            header = handle.read(100)
+        with _connections_lock:
+            if identity in _connections:
+                return True  # checked when that connection was made, and in use since
+            with open(path, "rb") as handle:
+                header = handle.read(100)
     except PermissionError:
         raise StateError(f"{path}: state file is not readable (permission denied)") from None
     except OSError as exc:
