@@ -9,7 +9,14 @@ from typer.testing import CliRunner
 from voicefallback.cli import app
 
 ROOT = typer.main.get_command(app)
-COMMANDS = sorted(ROOT.commands)  # type: ignore[attr-defined]
+# Every command, and every subcommand of a group ("state copy"), by the words that run it.
+ALL: dict[str, typer.core.TyperCommand] = {}
+for _name, _command in ROOT.commands.items():  # type: ignore[attr-defined]
+    ALL[_name] = _command
+    for _sub, _subcommand in getattr(_command, "commands", {}).items():
+        ALL[f"{_name} {_sub}"] = _subcommand
+COMMANDS = sorted(ALL)
+LEAVES = sorted(name for name, command in ALL.items() if not hasattr(command, "commands"))
 EXPECTED = {"probe", "health", "start", "fallbacks", "init", "models"}
 
 
@@ -19,7 +26,7 @@ def test_the_documented_commands_exist():
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_has_a_summary_and_an_example(name):
-    command = ROOT.commands[name]  # type: ignore[attr-defined]
+    command = ALL[name]
     text = command.help or ""
     summary = text.strip().splitlines()[0]
     assert summary and summary.endswith("."), f"{name}: one-line summary missing"
@@ -29,7 +36,7 @@ def test_every_command_has_a_summary_and_an_example(name):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_option_and_argument_has_help(name):
-    command = ROOT.commands[name]  # type: ignore[attr-defined]
+    command = ALL[name]
     for param in command.params:
         if param.name == "help":
             continue
@@ -38,17 +45,17 @@ def test_every_option_and_argument_has_help(name):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_output_shows_the_example(name):
-    result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert "Example: voicefallback" in result.stdout
-    first = (ROOT.commands[name].help or "").splitlines()[0]  # type: ignore[attr-defined]
+    first = (ALL[name].help or "").splitlines()[0]
     assert first in result.stdout
 
 
 def test_root_help_lists_every_command_with_its_summary():
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
-    for name in COMMANDS:
+    for name in ROOT.commands:  # type: ignore[attr-defined]
         assert name in result.stdout
     for option in ROOT.params:
         if option.name != "help":
@@ -57,16 +64,16 @@ def test_root_help_lists_every_command_with_its_summary():
 
 def test_every_command_accepts_config_db_and_json():
     """SPEC: every subcommand accepts --config, --db and --json."""
-    for name in COMMANDS:
-        options = {opt for p in ROOT.commands[name].params for opt in p.opts}  # type: ignore[attr-defined]
+    for name in LEAVES:
+        options = {opt for p in ALL[name].params for opt in p.opts}
         assert {"--config", "--db", "--json"} <= options, name
 
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_help_texts_survive_rich_markup(name):
     """Typer renders help as rich markup: text in [brackets] would silently vanish."""
-    for param in ROOT.commands[name].params:  # type: ignore[attr-defined]
+    for param in ALL[name].params:
         assert "[" not in (getattr(param, "help", None) or ""), f"{name}: {param.name}"
-    result = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "200"})
-    if any("--config" in p.opts for p in ROOT.commands[name].params):  # type: ignore[attr-defined]
+    result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
+    if any("--config" in p.opts for p in ALL[name].params):
         assert "VOICEFALLBACK_CONFIG" in result.stdout and "VOICEFALLBACK_DB" in result.stdout

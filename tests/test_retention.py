@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_config
+from tests.pg_server import rows
 from voicefallback import retention
 from voicefallback.config import Thresholds, load_registry
 from voicefallback.health import apply_probe
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, utcnow
+from voicefallback.store import open_store
 from voicefallback.store.sqlite import SQLiteStore
 
 REGISTRY = """
@@ -31,9 +33,9 @@ history_days = 365
 LIMITS = {m: Thresholds() for m in ("p:short", "p:long", "p:retired")}
 
 
-def seed(db: Path, ages_days: list[float], models=("p:short", "p:long", "p:retired")) -> None:
+def seed(db: Path | str, ages_days: list[float], models=("p:short", "p:long", "p:retired")) -> None:
     now = utcnow()
-    with SQLiteStore.open(db, write=True) as store:
+    with open_store(db, write=True) as store:
         store.record(
             [
                 ProbeResult(model=m, ok=True, at=now - timedelta(days=age), latency_ms=9, stub=True)
@@ -74,8 +76,9 @@ def registry_file(config_file: Path) -> Path:
     return write_config(config_file, REGISTRY)
 
 
-def test_prune_command_applies_each_models_days_and_keeps_events(cli, registry_file, db_file):
-    seed(db_file, [1, 10, 100, 1000])
+def test_prune_command_applies_each_models_days_and_keeps_events(cli, registry_file, state):
+    """The same on both backends."""
+    seed(state, [1, 10, 100, 1000])
     result = cli("prune", "--json")
     assert result.exit_code == 0, result.stderr
     doc = result.json
@@ -83,14 +86,15 @@ def test_prune_command_applies_each_models_days_and_keeps_events(cli, registry_f
     # the global 30 days (2 go).
     assert doc["probesDeleted"] == 3 + 1 + 2 and doc["eventsDeleted"] == 0
     assert doc["vacuumed"] is False and doc["prunedAt"].endswith("Z")
-    left = count(db_file, "SELECT model, count(*) FROM probes GROUP BY model ORDER BY model")
+    left = rows(state, "SELECT model, count(*) FROM probes GROUP BY model ORDER BY model")
     assert left == [("p:long", 3), ("p:retired", 2), ("p:short", 1)]
-    assert count(db_file, "SELECT count(*) FROM events") == [(2,)]
+    assert rows(state, "SELECT count(*) FROM events") == [(2,)]
 
     again = cli("prune", "--events-older-than", "30", "--vacuum", "--json").json
     assert again["probesDeleted"] == 0 and again["eventsDeleted"] == 1 and again["vacuumed"]
-    assert count(db_file, "SELECT simulation_id FROM events") == [("sim-1",)]
-    assert count(db_file, "PRAGMA integrity_check") == [("ok",)]
+    assert rows(state, "SELECT simulation_id FROM events") == [("sim-1",)]
+    if isinstance(state, Path):
+        assert rows(state, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_a_vacuum_that_fails_after_rows_were_deleted_says_so_and_exits_74(

@@ -23,6 +23,7 @@ DB_ENV = "VOICEFALLBACK_DB"
 MODE_ENV = "VOICEFALLBACK_MODE"
 MODES = ("stub", "live")
 PROVIDER_TYPES = ("openai", "anthropic")
+DEFAULT_CONNECT_TIMEOUT_S = 2.0  # how long to wait for a PostgreSQL state to answer
 MAX_CONFIG_BYTES = 1024 * 1024  # a registry is a few KB; refuse to parse a huge file
 
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
@@ -95,7 +96,7 @@ class Registry:
     defaults: Thresholds
     providers: Mapping[str, Provider]
     models: tuple[Model, ...]
-    connect_timeout_s: float = 2.0  # how long to wait for a PostgreSQL state to answer
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
 
     def get(self, model_id: str) -> Model | None:
         for model in self.models:
@@ -387,7 +388,7 @@ def _build_registry(path: Path, data: Mapping[str, Any]) -> Registry:
                 stub=_stub(table.get("stub", {}), f"{at}: stub"),
             )
         )
-    connect_timeout = settings.get("connect_timeout_s", Registry.connect_timeout_s)
+    connect_timeout = settings.get("connect_timeout_s", DEFAULT_CONNECT_TIMEOUT_S)
     return Registry(
         path=path,
         mode=mode,

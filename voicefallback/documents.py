@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from voicefallback.reports import HealthReport, ModelHealth, ModelHistory
     from voicefallback.retention import PruneReport
     from voicefallback.sessions import StartOutcome
+    from voicefallback.store.copy import CopyReport
 
 
 def print_json(document: dict[str, Any]) -> None:
@@ -218,4 +219,13 @@ def prune_json(report: PruneReport) -> dict[str, Any]:
         "vacuumed": report.vacuumed,
         "bytesBefore": report.bytes_before,
         "bytesAfter": report.bytes_after,
+    }
+
+
+def copy_json(report: CopyReport) -> dict[str, Any]:
+    names = {"status_changes": "statusChanges", "event_counts": "eventCounts"}
+    return {
+        "from": report.source,
+        "to": report.target,
+        "copied": {names.get(table, table): rows for table, rows in report.copied.items()},
     }

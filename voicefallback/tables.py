@@ -268,6 +268,15 @@ def print_init(document: dict[str, Any]) -> None:
     sys.stdout.write("".join(line + "\n" for line in lines))  # paths must not wrap
 
 
+def print_copy(document: dict[str, Any]) -> None:
+    copied = document["copied"]
+    sys.stdout.write(
+        f"copied {copied['probes']} probes, {copied['snapshots']} snapshots,"
+        f" {copied['events']} fallback events and {copied['statusChanges']} status changes\n"
+        f"  from {visible(document['from'])}\n  to   {visible(document['to'])}\n"
+    )
+
+
 def status_change_lines(results: Iterable[ProbedModel]) -> list[str]:
     """`probe --quiet`: one line per model whose recorded verdict changed in a way worth mail."""
     from voicefallback.health import is_news

@@ -11,7 +11,14 @@ from typing import Any
 
 import typer
 
-from voicefallback.cli import admin, fallbacks, health, probe, start  # noqa: F401 (registers)
+from voicefallback.cli import (  # noqa: F401 (registers)
+    admin,
+    fallbacks,
+    health,
+    probe,
+    start,
+    state,
+)
 from voicefallback.cli.common import app
 from voicefallback.errors import Terminated
 from voicefallback.tables import print_error

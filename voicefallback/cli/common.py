@@ -17,7 +17,17 @@ from voicefallback.errors import VoicefallbackError
 from voicefallback.tables import print_error, print_notice
 
 # The order `--help` lists commands in: the daily ones first, whatever the import order.
-COMMAND_ORDER = ("probe", "health", "start", "report", "fallbacks", "models", "init", "prune")
+COMMAND_ORDER = (
+    "probe",
+    "health",
+    "start",
+    "report",
+    "fallbacks",
+    "models",
+    "init",
+    "prune",
+    "state",
+)
 
 
 class _Commands(TyperGroup):

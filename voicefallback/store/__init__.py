@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voicefallback.config import is_database_url
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, is_database_url
 from voicefallback.errors import StateError
 from voicefallback.store.base import PRUNE_BATCH, SnapshotUpdate, Store
 from voicefallback.store.schema import APPLICATION_ID, SCHEMA_VERSION
@@ -19,7 +19,6 @@ __all__ = [
     "open_store",
 ]
 
-DEFAULT_CONNECT_TIMEOUT_S = 2.0
 DRIVER_HINT = (
     "a postgresql:// state needs the PostgreSQL driver: pip install 'voicefallback[postgres]'"
 )

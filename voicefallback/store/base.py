@@ -8,12 +8,13 @@ backend), and each backend supplies only connections, transactions and error mes
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
 from voicefallback.config import Thresholds
+from voicefallback.errors import StateError
 from voicefallback.records import (
     Candidate,
     FallbackEvent,
@@ -23,6 +24,7 @@ from voicefallback.records import (
     iso,
     parse_iso,
 )
+from voicefallback.store.schema import CONTENT
 
 PRUNE_BATCH = 1000  # rows deleted per transaction, so a prune never holds the lock for long
 
@@ -112,6 +114,25 @@ class Store(Protocol):
         """Hold the probe lock (one `probe` at a time on this state), waiting up to `wait_s`."""
         ...
 
+    def counts(self) -> dict[str, int]:
+        """Rows in each table of the state's content (schema.CONTENT)."""
+        ...
+
+    def consistent_read(self) -> AbstractContextManager[None]:
+        """Reads inside see the state as of one moment, whatever is written meanwhile."""
+        ...
+
+    def export_rows(self, table: str, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """A table's rows, CONTENT[table] columns in order, `batch` at a time, by key."""
+        ...
+
+    def import_rows(
+        self, tables: Mapping[str, Iterable[list[tuple[Any, ...]]]], expected: Mapping[str, int]
+    ) -> None:
+        """Insert rows, ids kept, into this (empty) state in one transaction, committed only
+        if each table then holds exactly `expected` rows."""
+        ...
+
 
 class SQLStore:
     """The queries, over four primitives a backend provides (see the abstract methods)."""
@@ -140,6 +161,13 @@ class SQLStore:
 
     def _schema_version(self) -> int:
         raise NotImplementedError
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row, on the open connection."""
+        raise NotImplementedError
+
+    def _after_import(self) -> None:
+        """Inside the import transaction: make new rows' ids follow the imported ones."""
 
     def _lock_models(self, models: Sequence[str]) -> None:
         """Inside `_write`: keep other writers off these models' snapshots until commit.
@@ -415,6 +443,62 @@ class SQLStore:
             if gone < batch:
                 break
         return deleted
+
+    # -- moving a whole state (`state copy`) -------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows in each table of the state's content (schema.CONTENT)."""
+        if not self._readable():
+            return dict.fromkeys(CONTENT, 0)
+        with self._guard("read"):
+            return {
+                table: int(self._fetch(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+                for table in CONTENT
+            }
+
+    def export_rows(self, table: str, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """A table's rows, CONTENT[table] columns in order, `batch` at a time, by key."""
+        if not self._readable():
+            return
+        columns = CONTENT[table]
+        key = columns[0]
+        select = f"SELECT {', '.join(columns)} FROM {table}"
+        last: Any = None
+        while True:
+            with self._guard("read"):
+                if last is None:
+                    rows = self._fetch(f"{select} ORDER BY {key} LIMIT ?", (batch,))
+                else:
+                    rows = self._fetch(
+                        f"{select} WHERE {key} > ? ORDER BY {key} LIMIT ?", (last, batch)
+                    )
+            if not rows:
+                return
+            yield [tuple(row[c] for c in columns) for row in rows]
+            last = rows[-1][key]
+
+    def import_rows(
+        self, tables: Mapping[str, Iterable[list[tuple[Any, ...]]]], expected: Mapping[str, int]
+    ) -> None:
+        """Insert rows, ids kept, into this (empty) state in one transaction, committed only
+        if each table then holds exactly `expected` rows."""
+        with self._write():
+            for table, batches in tables.items():
+                columns = CONTENT[table]
+                sql = (
+                    f"INSERT INTO {table} ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' for _ in columns)})"
+                )
+                for rows in batches:
+                    self._run_many(sql, rows)
+            self._after_import()
+            for table, count in expected.items():
+                found = int(self._fetch(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+                if found != count:
+                    raise StateError(
+                        f"copy check failed: {table} would hold {found} rows, the source"
+                        f" {count}; nothing was written"
+                    )
 
 
 # -- rows <-> records -------------------------------------------------------------------

@@ -18,14 +18,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from voicefallback.config import display_location
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, display_location
 from voicefallback.errors import ProbeBusy, StateError, StateUnreachable
 from voicefallback.records import iso, utcnow
 from voicefallback.redaction import redact
 from voicefallback.store.base import SQLStore
 from voicefallback.store.schema import PG_MIGRATIONS, SCHEMA_VERSION, TABLES, newer_schema
 
-DEFAULT_CONNECT_TIMEOUT_S = 2.0
 # Advisory lock keys: (class, key). Snapshot writers use (MODEL_LOCKS, hashtext(model)).
 _LOCKS = 0x56460000  # "VF"
 _PROBE_KEY = 1
@@ -155,8 +154,30 @@ class PostgresStore(SQLStore):
     def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._require_conn().execute(sql.replace("?", "%s"), params).rowcount
 
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._require_conn().cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
+    def _after_import(self) -> None:
+        for table in ("probes", "events", "status_changes"):  # the tables with identity ids
+            self._fetch(
+                f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                f" coalesce(max(id), 0) + 1, false) FROM {table}"
+            )
+
     def _readable(self) -> bool:
         return self._conn is not None and self._version > 0
+
+    @contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        """One repeatable-read transaction: it sees one moment while writers go on."""
+        if not self._readable():
+            yield
+            return
+        conn = self._require_conn()
+        with self._guard("read"), conn.transaction():
+            self._run("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield
 
     def _schema_version(self) -> int:
         return self._version

@@ -17,6 +17,56 @@ if TYPE_CHECKING:
 
 APPLICATION_ID = 0x56464231  # "VFB1": marks a state file as ours
 TABLES = ("migrations", "probes", "snapshots", "events", "status_changes", "event_counts")
+# What a state holds, table by table (key first), as `state copy` moves it between backends.
+CONTENT: dict[str, tuple[str, ...]] = {
+    "probes": (
+        "id",
+        "model",
+        "at",
+        "kind",
+        "ok",
+        "latency_ms",
+        "ttft_ms",
+        "error",
+        "message",
+        "http_status",
+        "retry_after_s",
+        "input_tokens",
+        "output_tokens",
+        "stub",
+    ),
+    "snapshots": (
+        "model",
+        "last_checked_at",
+        "ok",
+        "latency_ms",
+        "ttft_ms",
+        "last_error",
+        "consecutive_failures",
+        "consecutive_successes",
+        "failing",
+        "has_success",
+        "success_latency_ms",
+        "success_ttft_ms",
+        "stub",
+        "status_since",
+        "last_status",
+    ),
+    "events": (
+        "id",
+        "uid",
+        "at",
+        "simulation_id",
+        "primary_model",
+        "chosen",
+        "reason",
+        "fallback_source",
+        "candidates",
+        "error",
+    ),
+    "status_changes": ("id", "model", "at", "from_status", "to_status", "error"),
+    "event_counts": ("reason", "count"),
+}
 
 
 # -- migrations: append only, never edit one that has shipped -------------------------

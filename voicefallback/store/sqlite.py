@@ -145,8 +145,26 @@ class SQLiteStore(SQLStore):
     def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         return self._require_conn().execute(sql, params).rowcount
 
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._require_conn().executemany(sql, rows)
+
     def _readable(self) -> bool:
         return self._conn is not None
+
+    @contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        """One read transaction: in WAL mode it sees one moment while writers go on."""
+        if self._conn is None:
+            yield
+            return
+        conn = self._conn
+        with self._guard("read"):
+            conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with suppress(sqlite3.Error):
+                conn.execute("COMMIT")
 
     def _schema_version(self) -> int:
         if self._conn is None:
