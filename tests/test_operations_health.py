@@ -307,7 +307,8 @@ def test_history_on_a_state_file_written_before_status_changes_existed(cli, conf
         conn.execute("DROP TABLE status_changes")
         conn.execute("DROP TABLE event_counts")
         conn.execute("DROP INDEX probes_failures")
-        conn.execute("DELETE FROM migrations WHERE number = 2")
+        conn.execute("DROP TABLE spool_applied")  # schema 3
+        conn.execute("DELETE FROM migrations WHERE number >= 2")
         conn.execute("PRAGMA user_version = 1")
     old = cli("health", "--history", SONNET, "--json")
     assert old.exit_code == 0, old.stderr

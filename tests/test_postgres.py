@@ -101,6 +101,7 @@ def test_schema_is_built_by_numbered_migrations_recorded_once(pg_url):
     assert rows(pg_url, "SELECT number, name FROM migrations ORDER BY number") == [
         (1, "m001_initial"),
         (2, "m002_operations"),
+        (3, "m003_spool"),
     ]
     assert len(rows(pg_url, "SELECT 1 FROM migrations")) == SCHEMA_VERSION
 

@@ -6,13 +6,14 @@ from pathlib import Path
 
 from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, is_database_url
 from voicefallback.errors import StateError
-from voicefallback.store.base import PRUNE_BATCH, SnapshotUpdate, Store
+from voicefallback.store.base import PRUNE_BATCH, SessionStore, SnapshotUpdate, Store
 from voicefallback.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
 __all__ = [
     "APPLICATION_ID",
     "PRUNE_BATCH",
     "SCHEMA_VERSION",
+    "SessionStore",
     "SnapshotUpdate",
     "Store",
     "is_database_url",
@@ -43,7 +44,11 @@ def open_store(
             if (exc.name or "").partition(".")[0] != "psycopg":
                 raise
             raise StateError(DRIVER_HINT) from None
-        return PostgresStore.open(location, write=write, connect_timeout_s=connect_timeout_s)
+        from voicefallback.store.spool import Spool
+
+        store = PostgresStore.open(location, write=write, connect_timeout_s=connect_timeout_s)
+        store.spool = Spool.for_location(location)  # a degraded `start` may have left writes
+        return store
     from voicefallback.store.sqlite import SQLiteStore
 
     return SQLiteStore.open(Path(location), write=write)

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voicefallback.config import Thresholds
 from voicefallback.errors import StateError
@@ -23,8 +23,12 @@ from voicefallback.records import (
     StatusChange,
     iso,
     parse_iso,
+    utcnow,
 )
 from voicefallback.store.schema import CONTENT
+
+if TYPE_CHECKING:
+    from voicefallback.store.spool import Spool, SpoolEntry
 
 PRUNE_BATCH = 1000  # rows deleted per transaction, so a prune never holds the lock for long
 
@@ -33,7 +37,24 @@ PRUNE_BATCH = 1000  # rows deleted per transaction, so a prune never holds the l
 SnapshotUpdate = Callable[[Snapshot | None, ProbeResult, Thresholds], Snapshot]
 
 
-class Store(Protocol):
+class SessionStore(Protocol):
+    """What choosing a model for a session needs: snapshots to read, calls to record."""
+
+    def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]: ...
+
+    def record(
+        self,
+        results: Iterable[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None = None,
+        *,
+        update: SnapshotUpdate,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Write calls (history rows + snapshots) and an optional event in one transaction."""
+        ...
+
+
+class Store(SessionStore, Protocol):
     """The state: calls, snapshots, fallback events and status changes.
 
     Opened by `voicefallback.store.open_store`. Reading a state that does not exist yet
@@ -137,6 +158,10 @@ class Store(Protocol):
 class SQLStore:
     """The queries, over four primitives a backend provides (see the abstract methods)."""
 
+    # Where a degraded `start` spooled writes for this state; they are written in (once)
+    # before this store's next write (see spool.py).
+    spool: Spool | None = None
+
     # -- what a backend provides ------------------------------------------------------
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
@@ -185,61 +210,86 @@ class SQLStore:
         *,
         update: SnapshotUpdate,
     ) -> list[tuple[ProbeResult, Snapshot]]:
-        """Write calls (history rows + snapshots) and an optional event in one transaction."""
-        results = list(results)
+        """Write calls (history rows + snapshots) and an optional event in one transaction.
+
+        What the spool holds for this state is written in first, so history stays in order.
+        """
+        if self.spool is not None:
+            self.spool.drain(self._write_spooled, update)
         with self._write():
-            self._lock_models(sorted({r.model for r in results}))
-            updated = []
-            for result in results:
-                rows = self._fetch("SELECT * FROM snapshots WHERE model = ?", (result.model,))
-                previous = snapshot_from_row(rows[0]) if rows else None
+            return self._record(list(results), limits, event, update)
+
+    def _write_spooled(self, entry: SpoolEntry, update: SnapshotUpdate) -> bool:
+        """One spool entry in one transaction, unless it was written in before."""
+        with self._write():
+            if not self._run(
+                "INSERT INTO spool_applied (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO NOTHING",
+                (entry.uid, iso(utcnow())),
+            ):
+                return False
+            self._record(entry.results, entry.limits, entry.event, update)
+        return True
+
+    def _record(
+        self,
+        results: list[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None,
+        update: SnapshotUpdate,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Inside a write transaction: what `record` writes."""
+        self._lock_models(sorted({r.model for r in results}))
+        updated = []
+        for result in results:
+            rows = self._fetch("SELECT * FROM snapshots WHERE model = ?", (result.model,))
+            previous = snapshot_from_row(rows[0]) if rows else None
+            self._run(
+                "INSERT INTO probes (model, at, kind, ok, latency_ms, ttft_ms, error, message,"
+                " http_status, retry_after_s, input_tokens, output_tokens, stub)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                call_params(result),
+            )
+            if previous is not None and result.at < previous.last_checked_at:
+                # Older evidence committed late (a slow probe run finishing after a
+                # `start` recorded a newer call): history keeps it, the verdict does not.
+                updated.append((result, previous))
+                continue
+            snapshot = update(previous, result, limits[result.model])
+            self._run(
+                "INSERT INTO snapshots (model, last_checked_at, ok, latency_ms,"
+                " ttft_ms, last_error, consecutive_failures, consecutive_successes, failing,"
+                " has_success, success_latency_ms, success_ttft_ms, stub, status_since,"
+                " last_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (model) DO UPDATE SET"
+                + ",".join(f" {c} = excluded.{c}" for c in SNAPSHOT_COLUMNS[1:]),
+                snapshot_params(snapshot),
+            )
+            if previous is None or previous.last_status != snapshot.last_status:
                 self._run(
-                    "INSERT INTO probes (model, at, kind, ok, latency_ms, ttft_ms, error, message,"
-                    " http_status, retry_after_s, input_tokens, output_tokens, stub)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    call_params(result),
+                    "INSERT INTO status_changes (model, at, from_status, to_status, error)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        result.model,
+                        iso(result.at),
+                        previous.last_status if previous else None,
+                        snapshot.last_status,
+                        snapshot.last_error,
+                    ),
                 )
-                if previous is not None and result.at < previous.last_checked_at:
-                    # Older evidence committed late (a slow probe run finishing after a
-                    # `start` recorded a newer call): history keeps it, the verdict does not.
-                    updated.append((result, previous))
-                    continue
-                snapshot = update(previous, result, limits[result.model])
+            updated.append((result, snapshot))
+        if event is not None:
+            inserted = self._run(
+                "INSERT INTO events (uid, at, simulation_id, primary_model, chosen,"
+                " reason, fallback_source, candidates, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING",
+                event_params(event),
+            )
+            if inserted == 1:  # a retried write of the same event counts once
                 self._run(
-                    "INSERT INTO snapshots (model, last_checked_at, ok, latency_ms,"
-                    " ttft_ms, last_error, consecutive_failures, consecutive_successes, failing,"
-                    " has_success, success_latency_ms, success_ttft_ms, stub, status_since,"
-                    " last_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (model) DO UPDATE SET"
-                    + ",".join(f" {c} = excluded.{c}" for c in SNAPSHOT_COLUMNS[1:]),
-                    snapshot_params(snapshot),
+                    "INSERT INTO event_counts (reason, count) VALUES (?, 1)"
+                    " ON CONFLICT (reason) DO UPDATE SET count = event_counts.count + 1",
+                    (event.reason,),
                 )
-                if previous is None or previous.last_status != snapshot.last_status:
-                    self._run(
-                        "INSERT INTO status_changes (model, at, from_status, to_status, error)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (
-                            result.model,
-                            iso(result.at),
-                            previous.last_status if previous else None,
-                            snapshot.last_status,
-                            snapshot.last_error,
-                        ),
-                    )
-                updated.append((result, snapshot))
-            if event is not None:
-                inserted = self._run(
-                    "INSERT INTO events (uid, at, simulation_id, primary_model, chosen,"
-                    " reason, fallback_source, candidates, error)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING",
-                    event_params(event),
-                )
-                if inserted == 1:  # a retried write of the same event counts once
-                    self._run(
-                        "INSERT INTO event_counts (reason, count) VALUES (?, 1)"
-                        " ON CONFLICT (reason) DO UPDATE SET count = event_counts.count + 1",
-                        (event.reason,),
-                    )
         return updated
 
     # -- reads --------------------------------------------------------------------------

@@ -16,7 +16,15 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 APPLICATION_ID = 0x56464231  # "VFB1": marks a state file as ours
-TABLES = ("migrations", "probes", "snapshots", "events", "status_changes", "event_counts")
+TABLES = (
+    "migrations",
+    "probes",
+    "snapshots",
+    "events",
+    "status_changes",
+    "event_counts",
+    "spool_applied",
+)
 # What a state holds, table by table (key first), as `state copy` moves it between backends.
 CONTENT: dict[str, tuple[str, ...]] = {
     "probes": (
@@ -156,9 +164,16 @@ def _m002_operations(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO event_counts SELECT reason, count(*) FROM events GROUP BY reason")
 
 
+def _m003_spool(db: sqlite_utils.Database) -> None:
+    """What a degraded `start` spooled locally and a later command wrote in, by spool entry:
+    so an entry is written in once, however many processes find it."""
+    db.execute("CREATE TABLE spool_applied (uid TEXT PRIMARY KEY, at TEXT NOT NULL)")
+
+
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
     _m001_initial,
     _m002_operations,
+    _m003_spool,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -227,6 +242,10 @@ PG_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
             " count BIGINT NOT NULL)",
             "INSERT INTO event_counts SELECT reason, count(*) FROM events GROUP BY reason",
         ),
+    ),
+    (
+        "m003_spool",
+        ('CREATE TABLE spool_applied (uid TEXT COLLATE "C" PRIMARY KEY, at TEXT NOT NULL)',),
     ),
 )
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION, "each migration is written for both backends"
