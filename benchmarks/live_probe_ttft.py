@@ -2,8 +2,8 @@
 
 Starts the fake provider (tests/fake_provider.py) in its own process, registers N
 OpenAI-compatible models whose first token truly comes after --ttft-ms, probes them all
-concurrently through Adapters("live") from a bounded thread pool, and prints the recorded
-ttft_ms figures against the truth, and the wall time.
+concurrently through Adapters("live") on one event loop (at most --workers calls at once),
+and prints the recorded ttft_ms figures against the truth, and the wall time.
 
     python benchmarks/live_probe_ttft.py [--models 50] [--workers 16] [--ttft-ms 200] [--rounds 3]
 
@@ -13,6 +13,7 @@ Exit status 1 when the median ttft_ms is more than 25% away from --ttft-ms.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +58,14 @@ def server_truth(url: str, count: int) -> list[float]:
 
 
 def probe_all(models: list[Model], workers: int) -> tuple[list[ProbeResult], float]:
-    with Adapters("live") as adapters:
-        adapters.prepare(models)  # one-time costs (SDK import, client) before any timing
-        began = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda m: adapters.for_model(m).probe(m), models))
-        return results, time.perf_counter() - began
+    async def at_once() -> tuple[list[ProbeResult], float]:
+        async with Adapters("live", concurrency=workers) as adapters:
+            await adapters.prepare(models)  # one-time costs (SDK import, client) untimed
+            began = time.perf_counter()
+            results = await asyncio.gather(*map(adapters.probe, models))
+            return list(results), time.perf_counter() - began
+
+    return asyncio.run(at_once())
 
 
 def main() -> int:

@@ -34,6 +34,7 @@ in tests/conftest_live.py.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import socket
@@ -49,7 +50,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from voicefallback.config import Model, Provider, Thresholds
 
 if TYPE_CHECKING:
-    from voicefallback.providers.live import LiveAdapter
     from voicefallback.records import ProbeResult
 
 OPENAI_KEY = "sk-fake-openai-0123456789abcdefghij"
@@ -684,14 +684,38 @@ def provider_for(fake: FakeProvider, kind: str, key_env: str | None = None) -> P
     )
 
 
-def make_adapter(provider: Provider) -> LiveAdapter:
-    """The real live adapter for `provider` (imported here: the server alone needs no SDK)."""
-    from voicefallback.providers.anthropic import AnthropicAdapter
-    from voicefallback.providers.openai import OpenAIAdapter
+class BlockingAdapter:
+    """Real live adapters (through the pool that redacts and bounds them) driven from
+    synchronous test code, on one event loop of their own that lives as long as they do
+    (a client's connections belong to the loop it was built on)."""
 
-    if provider.type == "anthropic":
-        return AnthropicAdapter(provider)
-    return OpenAIAdapter(provider)
+    def __init__(self, adapter: Any) -> None:
+        self.adapter = adapter
+        self._loop = asyncio.Runner()
+
+    def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+        return self._loop.run(self.adapter.probe(model, first_token_s=first_token_s))
+
+    def open_session(
+        self, model: Model, request: Any, *, first_token_s: float | None = None
+    ) -> ProbeResult:
+        call = self.adapter.open_session(model, request, first_token_s=first_token_s)
+        return self._loop.run(call)
+
+    def run(self, coro: Any) -> Any:
+        return self._loop.run(coro)
+
+    def close(self) -> None:
+        self._loop.run(self.adapter.aclose())
+        self._loop.close()
+
+
+def make_adapter(provider: Provider) -> BlockingAdapter:
+    """The real live adapter for `provider`, in an adapter pool of its own (imported here:
+    the server alone needs no SDK)."""
+    from voicefallback.providers import Adapters
+
+    return BlockingAdapter(Adapters("live", [provider.api_key_env]))
 
 
 def model_for(provider: Provider, name: str, timeout_s: float = 5.0) -> Model:
@@ -707,7 +731,7 @@ def model_for(provider: Provider, name: str, timeout_s: float = 5.0) -> Model:
 class Rig:
     fake: FakeProvider
     providers: dict[str, Provider]
-    adapters: dict[str, LiveAdapter]
+    adapters: dict[str, BlockingAdapter]
 
     def model(self, kind: str, name: str, timeout_s: float = 5.0) -> Model:
         return model_for(self.providers[kind], name, timeout_s)

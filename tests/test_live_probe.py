@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -19,7 +20,7 @@ from tests.fake_provider import (
     provider_for,
 )
 from voicefallback.config import Provider
-from voicefallback.records import ERROR_KINDS
+from voicefallback.records import ERROR_KINDS, ProbeResult
 
 pytest_plugins = ["tests.conftest_live"]
 both = pytest.mark.parametrize("kind", KINDS)
@@ -340,14 +341,22 @@ def test_identical_models_get_the_same_figures_whichever_is_first(
 def test_a_closed_adapter_reports_instead_of_raising(
     kind: str, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from voicefallback.providers.anthropic import AnthropicAdapter
+    from voicefallback.providers.openai import OpenAIAdapter
+
     monkeypatch.setenv(KEY_ENV[kind], KEYS[kind])
     provider = provider_for(fake_provider, kind)
-    adapter = make_adapter(provider)
-    adapter.close()
-    adapter.close()  # twice is fine
+    adapter = AnthropicAdapter(provider) if kind == "anthropic" else OpenAIAdapter(provider)
 
-    result = adapter.probe(model_for(provider, "ok"))
+    async def closed_then_called() -> ProbeResult:
+        await adapter.prepare()
+        await adapter.aclose()
+        await adapter.aclose()  # twice is fine
+        return await adapter.probe(model_for(provider, "ok"))
+
+    result = asyncio.run(closed_then_called())
     assert not result.ok and result.error in ERROR_KINDS
+    assert fake_provider.received() == []
 
 
 def test_keyless_local_server_is_called_without_a_key_variable(fake_provider: FakeProvider) -> None:
@@ -365,14 +374,15 @@ def test_keyless_local_server_is_called_without_a_key_variable(fake_provider: Fa
 
 
 def test_timeouts_of_concurrent_probes_do_not_add_up(live: Rig) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     names = [f"hang+n{i}" for i in range(6)] + [f"stall-mid-stream+n{i}" for i in range(6)]
+    models = [live.model("openai", n, timeout_s=SHORT_TIMEOUT_S) for n in names]
+    pool = live.adapters["openai"]
     began = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        results = list(
-            pool.map(lambda n: live.probe("openai", n, timeout_s=SHORT_TIMEOUT_S)[0], names)
-        )
+
+    async def at_once() -> list[ProbeResult]:
+        return list(await asyncio.gather(*map(pool.adapter.probe, models)))
+
+    results = pool.run(at_once())
     elapsed = time.perf_counter() - began
 
     assert [r.error for r in results] == ["timeout"] * len(names)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import statistics
-from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,7 @@ from tests.fake_provider import (
 from voicefallback.providers import Adapters
 from voicefallback.providers.anthropic import AnthropicAdapter
 from voicefallback.providers.openai import OpenAIAdapter
+from voicefallback.records import ProbeResult
 
 pytest_plugins = ["tests.conftest_live"]
 both = pytest.mark.parametrize("kind", KINDS)
@@ -105,14 +107,17 @@ def test_adapters_pool_builds_one_live_adapter_per_provider(
     monkeypatch.setenv(KEY_ENV[kind], KEYS[kind])
     provider = provider_for(fake_provider, kind)
     models = [model_for(provider, f"ok+m{i}") for i in range(3)]
-    with Adapters("live") as adapters:
-        adapters.prepare(models)
-        built = {id(adapters.for_model(m)) for m in models}
-        expected = AnthropicAdapter if kind == "anthropic" else OpenAIAdapter
-        assert isinstance(adapters.for_model(models[0]), expected)
-        results = [adapters.for_model(m).probe(m) for m in models]
 
+    async def three_models() -> tuple[set[int], Any, list[ProbeResult]]:
+        async with Adapters("live") as adapters:
+            await adapters.prepare(models)
+            built = {id(await adapters.for_model(m)) for m in models}
+            first = await adapters.for_model(models[0])
+            return built, first, list(await asyncio.gather(*map(adapters.probe, models)))
+
+    built, first, results = asyncio.run(three_models())
     assert len(built) == 1
+    assert isinstance(first, AnthropicAdapter if kind == "anthropic" else OpenAIAdapter)
     assert all(r.ok for r in results)
     assert len(fake_provider.received()) == 3
 
@@ -125,11 +130,13 @@ def test_fifty_concurrent_streams_are_measured_faithfully(
     monkeypatch.setenv(KEY_ENV["openai"], KEYS["openai"])
     provider = provider_for(fake_provider, "openai")
     models = [model_for(provider, f"ttft-200+m{i:02d}") for i in range(50)]
-    with Adapters("live") as adapters:
-        adapters.prepare(models)
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            results = list(pool.map(lambda m: adapters.for_model(m).probe(m), models))
 
+    async def fifty() -> list[ProbeResult]:
+        async with Adapters("live", concurrency=16) as adapters:
+            await adapters.prepare(models)
+            return list(await asyncio.gather(*map(adapters.probe, models)))
+
+    results = asyncio.run(fifty())
     assert all(r.ok for r in results), [r.message for r in results if not r.ok]
     ttfts = [r.ttft_ms for r in results if r.ttft_ms is not None]
     assert len(ttfts) == 50 and min(ttfts) >= 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -511,13 +512,15 @@ def test_progress_callback_sees_every_model(tmp_path):
 
     registry = load_registry(write_config(tmp_path / "m.toml", SHIPPED_CONFIG.read_text()))
     finished: list[str] = []
-    probed = probe_run(
-        registry,
-        registry.models,
-        tmp_path / "s.db",
-        "stub",
-        4,
-        on_result=lambda r: finished.append(r.model),
+    probed = asyncio.run(
+        probe_run(
+            registry,
+            registry.models,
+            tmp_path / "s.db",
+            "stub",
+            4,
+            on_result=lambda r: finished.append(r.model),
+        )
     )
     assert sorted(finished) == sorted(m.id for m in registry.models)
     assert [p.result.model for p in probed] == [m.id for m in registry.models]

@@ -64,6 +64,7 @@ def test_secrets_from_env_reads_only_set_variables(monkeypatch: pytest.MonkeyPat
 def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch) -> None:
     """A gateway echoing another provider's key must not leak it: the adapter pool redacts
     every configured key from every result, not only the calling provider's own."""
+    import asyncio
     from datetime import UTC, datetime
 
     from voicefallback.config import Model, Provider, Thresholds
@@ -75,7 +76,10 @@ def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch
     model = Model(id="p:m", provider=provider, name="m", thresholds=Thresholds())
 
     class Echoing:
-        def probe(self, model: Model) -> ProbeResult:
+        async def prepare(self) -> None:
+            pass
+
+        async def probe(self, model: Model, **_: object) -> ProbeResult:
             return ProbeResult(
                 model=model.id,
                 ok=False,
@@ -84,16 +88,55 @@ def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch
                 message="upstream said: bad token gw-token-0f1e2d3c4b5a",
             )
 
-        def open_session(self, model: Model, request: object) -> ProbeResult:
-            return self.probe(model)
+        async def open_session(self, model: Model, request: object, **_: object) -> ProbeResult:
+            return await self.probe(model)
 
-        def close(self) -> None:
+        async def aclose(self) -> None:
             pass
 
-    adapters = Adapters("live", ["P_KEY", "OTHER_GATEWAY_TOKEN"])
-    adapters._built["p"] = Echoing()
-    for result in (adapters.probe(model), adapters.open_session(model, {})):
+    async def both_calls() -> list[ProbeResult]:
+        adapters = Adapters("live", ["P_KEY", "OTHER_GATEWAY_TOKEN"])
+        adapters._built["p"] = Echoing()
+        return [await adapters.probe(model), await adapters.open_session(model, {})]
+
+    for result in asyncio.run(both_calls()):
         assert result.message == f"upstream said: bad token {REDACTED}"
+
+
+def test_a_key_that_is_a_prefix_of_another_leaves_no_tail(monkeypatch) -> None:
+    """`sk-a…` and `sk-a…-TAIL`: a live adapter leaves redaction to the pool, which redacts
+    once with every key, longest first, so no `[REDACTED]-TAIL` is stored or printed."""
+    import asyncio
+
+    from voicefallback.config import Model, Provider, Thresholds
+    from voicefallback.providers import Adapters
+    from voicefallback.providers.classify import Failure
+    from voicefallback.providers.live import Call
+
+    short = "shortkey-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", short)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", short + "-TAILSECRET")
+    provider = Provider(name="p", type="openai", api_key_env="OPENAI_API_KEY")
+    model = Model(id="p:m", provider=provider, name="m", thresholds=Thresholds())
+
+    class Echoing:
+        async def prepare(self) -> None:
+            pass
+
+        async def probe(self, model: Model, **_: object) -> object:
+            # What a live call builds from a gateway's message naming the other key.
+            return Call(model, "probe").failure(Failure("auth", f"bad key {short}-TAILSECRET"))
+
+        async def aclose(self) -> None:
+            pass
+
+    async def probed() -> object:
+        adapters = Adapters("live", ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"])
+        adapters._built["p"] = Echoing()
+        return await adapters.probe(model)
+
+    result = asyncio.run(probed())
+    assert result.message == f"bad key {REDACTED}"  # type: ignore[attr-defined]
 
 
 def test_a_key_with_whitespace_around_it_is_redacted_as_sent_and_as_set(monkeypatch) -> None:

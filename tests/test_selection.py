@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from voicefallback.records import Candidate
-from voicefallback.selection import candidate_order, choose_model, fallback_reason
+from voicefallback.selection import (
+    Choice,
+    candidate_order,
+    could_still_serve,
+    fallback_reason,
+    passed_over,
+    pick,
+    to_probe,
+)
 
 
-def run(statuses: dict[str, str], failing_calls: set[str] = frozenset(), order=None):
-    judged: list[str] = []
-    called: list[str] = []
-
-    def judge(model: str) -> Candidate:
-        judged.append(model)
-        return Candidate(model, statuses[model])
-
-    def open_call(model: str) -> Candidate | None:
-        called.append(model)
-        return Candidate(model, "unhealthy", "server_error") if model in failing_calls else None
-
-    choice = choose_model(order or list(statuses), judge, open_call)
-    return choice, judged, called
+def verdicts(**statuses: str) -> dict[str, Candidate]:
+    return {model: Candidate(model, status) for model, status in statuses.items()}  # type: ignore[arg-type]
 
 
 def test_auto_order_is_registry_order_after_the_primary():
@@ -33,43 +29,49 @@ def test_caller_order_is_honoured_and_duplicates_dropped():
     )
 
 
-def test_first_healthy_wins_and_later_candidates_are_not_judged():
-    choice, judged, called = run({"p": "unhealthy", "x": "slow", "y": "healthy", "z": "healthy"})
-    assert choice.chosen == "y"
-    assert judged == ["p", "x", "y"] and called == ["y"]
-    assert [(c.model, c.status) for c in choice.passed_over] == [("p", "unhealthy"), ("x", "slow")]
-    assert fallback_reason("p", choice) == "primary_unhealthy"
+def test_first_healthy_wins_over_an_earlier_slow_one():
+    v = verdicts(p="unhealthy", x="slow", y="healthy", z="healthy")
+    assert pick(list(v), v, set()) == "y"
+    assert passed_over(list(v), v, "y", healthy=True) == [v["p"], v["x"]]
 
 
 def test_slow_only_when_nothing_is_healthy():
-    choice, _, called = run({"p": "unhealthy", "x": "slow", "y": "misconfigured", "z": "slow"})
-    assert choice.chosen == "x" and called == ["x"]
-    assert {c.model for c in choice.passed_over} == {"p", "y", "z"}
+    v = verdicts(p="unhealthy", x="slow", y="misconfigured", z="slow")
+    assert pick(list(v), v, set()) == "x"
+    assert {c.model for c in passed_over(list(v), v, "x", healthy=False)} == {"p", "y", "z"}
 
 
-def test_slow_primary_gives_way_to_a_healthy_fallback():
-    choice, _, _ = run({"p": "slow", "x": "healthy"})
-    assert choice.chosen == "x" and fallback_reason("p", choice) == "primary_slow"
+def test_a_candidate_that_failed_during_this_start_is_not_picked_again():
+    v = verdicts(p="healthy", x="healthy")
+    assert pick(list(v), v, {"p"}) == "x"
+    assert pick(list(v), v, {"p", "x"}) is None
 
 
-def test_slow_primary_is_kept_when_nothing_is_healthy():
-    choice, _, _ = run({"p": "slow", "x": "unhealthy"})
-    assert choice.chosen == "p" and fallback_reason("p", choice) is None
+def test_only_stale_or_unknown_candidates_ahead_of_the_first_healthy_are_probed():
+    v = verdicts(p="stale", x="unhealthy", y="unknown", z="healthy", w="stale")
+    assert to_probe(list(v), v, set()) == ["p", "y"]
+    # Nothing healthy: every candidate the choice may need, to the end.
+    v = verdicts(p="stale", x="slow", y="unknown")
+    assert to_probe(list(v), v, set()) == ["p", "y"]
+    # A healthy candidate that failed at start no longer stops the look-ahead.
+    v = verdicts(p="healthy", x="stale")
+    assert to_probe(list(v), v, {"p"}) == ["x"]
 
 
-def test_a_failed_opening_call_moves_to_the_next_candidate():
-    choice, _, called = run({"p": "healthy", "x": "healthy"}, failing_calls={"p"})
-    assert choice.chosen == "x" and called == ["p", "x"]
-    assert fallback_reason("p", choice) == "primary_failed_at_start"
-    assert choice.passed_over == [Candidate("p", "unhealthy", "server_error")]
+def test_a_candidate_may_be_cut_at_its_budget_only_while_another_could_serve():
+    v = verdicts(p="healthy", x="unhealthy", y="misconfigured")
+    assert not could_still_serve(list(v), v, set(), besides="p")
+    v = verdicts(p="healthy", x="unhealthy", y="stale")
+    assert could_still_serve(list(v), v, set(), besides="p")
+    assert not could_still_serve(list(v), v, {"y"}, besides="p")
 
 
-def test_nothing_startable():
-    choice, _, called = run(
-        {"p": "healthy", "x": "slow", "y": "unhealthy"}, failing_calls={"p", "x"}
+def test_reasons():
+    assert fallback_reason("p", Choice("p")) is None
+    slow = Choice("x", [Candidate("p", "slow")])
+    assert fallback_reason("p", slow) == "primary_slow"
+    failed = Choice("x", [Candidate("p", "unhealthy", "server_error")], frozenset({"p"}))
+    assert fallback_reason("p", failed) == "primary_failed_at_start"
+    assert fallback_reason("p", Choice(None, [Candidate("p", "misconfigured")])) == (
+        "primary_unhealthy"
     )
-    assert choice.chosen is None and called == ["p", "x"]
-    assert [c.model for c in choice.passed_over] == ["p", "x", "y"]
-    assert fallback_reason("p", choice) == "primary_failed_at_start"
-    choice, _, _ = run({"p": "unhealthy", "x": "misconfigured"})
-    assert choice.chosen is None and fallback_reason("p", choice) == "primary_unhealthy"

@@ -25,15 +25,37 @@ def count(db: Path, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def test_unknown_candidates_are_probed_just_in_time(cli, db_file):
+def test_unknown_candidates_are_probed_just_in_time_all_at_once(cli, db_file):
+    """Nothing is known healthy, so every candidate the choice may need is probed at once
+    (in stub mode all answer at once and all are recorded), then the primary is opened."""
     result = cli("start", "--simulation-id", "s", "--primary", "openai:gpt-4o", "--json")
-    assert result.exit_code == 0
+    assert result.exit_code == 0 and result.json["chosen"] == "openai:gpt-4o"
     with sqlite3.connect(db_file) as conn:
         calls = conn.execute("SELECT model, kind FROM probes ORDER BY id").fetchall()
-    assert calls == [("openai:gpt-4o", "probe"), ("openai:gpt-4o", "start")]
+    assert calls == [
+        ("openai:gpt-4o", "probe"),
+        ("openai:gpt-4o-mini", "probe"),
+        (SONNET, "probe"),
+        ("anthropic:claude-3-5-haiku-latest", "probe"),
+        ("openai:gpt-4o", "start"),
+    ]
     # Fresh evidence is reused: a second start makes only the opening call.
     cli("start", "--simulation-id", "s2", "--primary", "openai:gpt-4o")
-    assert count(db_file, "probes") == 3
+    assert count(db_file, "probes") == 6
+
+
+def test_nothing_behind_a_known_healthy_candidate_is_probed(cli, db_file):
+    cli("probe", "openai:gpt-4o-mini")
+    result = cli("start", "--simulation-id", "s", "--primary", SONNET, "--json")
+    assert result.json["chosen"] == "openai:gpt-4o-mini"
+    with sqlite3.connect(db_file) as conn:
+        calls = conn.execute("SELECT model, kind FROM probes ORDER BY id").fetchall()
+    # The primary (unknown) is probed; the models behind gpt-4o-mini are not.
+    assert calls == [
+        ("openai:gpt-4o-mini", "probe"),
+        (SONNET, "probe"),
+        ("openai:gpt-4o-mini", "start"),
+    ]
 
 
 def test_a_just_in_time_probe_that_succeeded_is_not_stale_however_short_stale_after_is(cli):
@@ -110,6 +132,9 @@ id = "p:fast"
 stub = { latency_ms = 300 }
 """,
     )
+    # A slow model is known from a probe; a just-in-time probe would abandon it at the
+    # budget (over_budget) instead of measuring it.
+    assert cli("probe", "--config", "models.toml").exit_code == 0
     auto = cli(
         "start", "--config", "models.toml", "--simulation-id", "s", "--primary", "p:down", "--json"
     )

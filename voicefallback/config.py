@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import ConfigError, InputError
-from voicefallback.records import ERROR_KINDS
+from voicefallback.records import ERROR_KINDS, ErrorKind, Mode
 
 APP_NAME = "voicefallback"
 CONFIG_ENV = "VOICEFALLBACK_CONFIG"
@@ -69,7 +69,7 @@ class Stub:
 
     latency_ms: int = 100
     ttft_ms: int | None = None  # defaults to latency_ms
-    error: str | None = None
+    error: ErrorKind | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Model:
 @dataclass(frozen=True)
 class Registry:
     path: Path
-    mode: str
+    mode: Mode
     defaults: Thresholds
     providers: Mapping[str, Provider]
     models: tuple[Model, ...]
@@ -219,7 +219,7 @@ def api_key(env_name: str | None) -> str | None:
     return os.environ.get(env_name, "").strip() or None
 
 
-def resolve_mode(option: str | None, registry: Registry) -> str:
+def resolve_mode(option: str | None, registry: Registry) -> Mode:
     """--mode beats VOICEFALLBACK_MODE beats settings.mode."""
     if option is not None:
         value, where = option, "--mode"
@@ -229,7 +229,7 @@ def resolve_mode(option: str | None, registry: Registry) -> str:
         return registry.mode
     if value not in MODES:
         raise InputError(f"{where}: mode must be 'stub' or 'live', got {value!r}")
-    return value
+    return "live" if value == "live" else "stub"
 
 
 # -- parsing ----------------------------------------------------------------
@@ -442,7 +442,11 @@ def _stub(value: Any, where: str) -> Stub:
     error = table.get("error")
     if error is not None and error not in ERROR_KINDS:
         raise ConfigError(f"{where}: error must be one of {', '.join(ERROR_KINDS)}, got {error!r}")
-    return Stub(latency_ms=latency, ttft_ms=ttft, error=error)
+    return Stub(
+        latency_ms=latency,
+        ttft_ms=ttft,
+        error=ERROR_KINDS[ERROR_KINDS.index(error)] if error else None,
+    )
 
 
 def split_model_id(

@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from voicefallback.config import Thresholds
-from voicefallback.records import MISCONFIG_KINDS, ProbeResult, Snapshot
+from voicefallback.records import MISCONFIG_KINDS, ProbeResult, Snapshot, Status
 
 
 def apply_probe(previous: Snapshot | None, result: ProbeResult, limits: Thresholds) -> Snapshot:
@@ -55,7 +55,7 @@ def _misconfigured(snapshot: Snapshot | None) -> bool:
     return snapshot is not None and not snapshot.ok and snapshot.last_error in MISCONFIG_KINDS
 
 
-def judge(snapshot: Snapshot, limits: Thresholds) -> str:
+def judge(snapshot: Snapshot, limits: Thresholds) -> Status:
     """Status from the evidence alone, ignoring its age."""
     if not snapshot.ok and snapshot.last_error in MISCONFIG_KINDS:
         return "misconfigured"
@@ -75,7 +75,7 @@ def verdict_figure(ttft_ms: int | None, latency_ms: int | None) -> int | None:
     return ttft_ms if ttft_ms is not None else latency_ms
 
 
-def status_of(snapshot: Snapshot | None, limits: Thresholds, now: datetime) -> str:
+def status_of(snapshot: Snapshot | None, limits: Thresholds, now: datetime) -> Status:
     """SPEC "Health": unknown, stale, or the verdict of the latest evidence."""
     if snapshot is None:
         return "unknown"

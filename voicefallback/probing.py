@@ -1,9 +1,9 @@
-"""Runs probes concurrently and hands the results to the store in one transaction."""
+"""Probe rounds: every model at once on one event loop, results to the store in one transaction."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -11,40 +11,32 @@ from pathlib import Path
 from voicefallback.config import Model, Registry
 from voicefallback.health import apply_probe
 from voicefallback.locking import DEFAULT_WAIT_S
-from voicefallback.providers import Adapters
-from voicefallback.records import ProbeResult, Snapshot, utcnow
+from voicefallback.providers import DEFAULT_CONCURRENCY, Adapters
+from voicefallback.records import Mode, ProbeResult, Snapshot, utcnow
 from voicefallback.retention import prune_after_probe
 from voicefallback.store import open_store
 
-# Probes wait on the network, not the CPU: live calls overlap on one event loop per provider
-# and a worker thread only waits for its call. 64 probes a typical registry in one round
-# (50 models at 200 ms: ~0.4 s, median TTFT +5-12%); 16 would take four rounds (see README
-# "Performance").
-DEFAULT_CONCURRENCY = 64
 
-
-def run_probes(
+async def run_probes(
     models: Sequence[Model],
     adapters: Adapters,
-    concurrency: int = DEFAULT_CONCURRENCY,
     on_result: Callable[[ProbeResult], None] | None = None,
+    finished: list[ProbeResult] | None = None,
 ) -> list[ProbeResult]:
-    """Probe every model, at most `concurrency` at a time; results in the models' order.
+    """Probe every model at once (the pool bounds how many calls are in flight); results in
+    the models' order. Each result is also appended to `finished` as it ends, so a caller that
+    is interrupted still holds what completed."""
+    await adapters.prepare(models)  # build clients before any clock starts
+    done = finished if finished is not None else []
 
-    `on_result` (a progress display) is called from worker threads as each probe ends.
-    """
-    adapters.prepare(list(models))  # build clients before any clock starts
-
-    def probe(model: Model) -> ProbeResult:
-        result = adapters.probe(model)
+    async def probe(model: Model) -> ProbeResult:
+        result = await adapters.probe(model)
+        done.append(result)
         if on_result is not None:
             on_result(result)
         return result
 
-    if len(models) <= 1 or concurrency <= 1:
-        return [probe(m) for m in models]
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(models))) as pool:
-        return list(pool.map(probe, models))
+    return list(await asyncio.gather(*(probe(m) for m in models)))
 
 
 @dataclass(frozen=True)
@@ -56,11 +48,11 @@ class ProbedModel:
     after: Snapshot
 
 
-def probe_run(
+async def probe_run(
     registry: Registry,
     models: Sequence[Model],
     db: Path | str,
-    mode: str,
+    mode: Mode,
     concurrency: int = DEFAULT_CONCURRENCY,
     *,
     lock_wait_s: float = DEFAULT_WAIT_S,
@@ -78,7 +70,8 @@ def probe_run(
     what the one before them probed and do not probe it again.
 
     The state file is opened (and checked) before the lock is taken, so a file that is not
-    ours is refused without creating a lock file beside it.
+    ours is refused without creating a lock file beside it. Interrupted (Ctrl-C, SIGTERM),
+    the calls in flight are abandoned at once and what finished is still recorded.
     """
     with (
         open_store(db, write=True, connect_timeout_s=registry.connect_timeout_s) as store,
@@ -92,9 +85,21 @@ def probe_run(
             ]
             if not models:
                 return []
-        with Adapters(mode, registry.key_env_names()) as adapters:
-            results = run_probes(models, adapters, concurrency, on_result)
-        recorded = store.record(results, {m.id: m.thresholds for m in models}, update=apply_probe)
+        limits = {m.id: m.thresholds for m in models}
+        finished: list[ProbeResult] = []
+        try:
+            async with Adapters(mode, registry.key_env_names(), concurrency) as adapters:
+                results = await run_probes(models, adapters, on_result, finished)
+        except BaseException:
+            if finished:
+                store.record(_in_order(finished, models), limits, update=apply_probe)
+            raise
+        recorded = store.record(results, limits, update=apply_probe)
         if prune:
             prune_after_probe(store, registry)
     return [ProbedModel(result, before.get(result.model), after) for result, after in recorded]
+
+
+def _in_order(results: list[ProbeResult], models: Sequence[Model]) -> list[ProbeResult]:
+    rank = {m.id: i for i, m in enumerate(models)}
+    return sorted(results, key=lambda r: rank[r.model])

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
-# SPEC "Health": every failure is one of these kinds.
-ERROR_KINDS = (
+# SPEC "Health": every failure is one of these kinds. `over_budget`: no first token within
+# ttft_budget_ms on the start path (abandoned); `stalled`: a real session's stream stopped
+# mid-answer (only reported by a voice worker).
+ErrorKind = Literal[
     "timeout",
     "connection",
     "rate_limited",
@@ -18,14 +20,28 @@ ERROR_KINDS = (
     "bad_request",
     "bad_response",
     "missing_key",
-)
+    "over_budget",
+    "stalled",
+]
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 # A latest failure of one of these kinds means "fix the config", not "wait".
-MISCONFIG_KINDS = frozenset({"auth", "not_found", "bad_request", "missing_key"})
+MISCONFIG_KINDS: frozenset[ErrorKind] = frozenset(
+    {"auth", "not_found", "bad_request", "missing_key"}
+)
 
 # Why `start` did not start on its primary (SPEC "Commands and JSON").
-FALLBACK_REASONS = ("primary_unhealthy", "primary_slow", "primary_failed_at_start")
+Reason = Literal["primary_unhealthy", "primary_slow", "primary_failed_at_start"]
+FALLBACK_REASONS: tuple[Reason, ...] = get_args(Reason)
 
-STATUSES = ("healthy", "slow", "unhealthy", "misconfigured", "stale", "unknown")
+Status = Literal["healthy", "slow", "unhealthy", "misconfigured", "stale", "unknown"]
+STATUSES: tuple[Status, ...] = get_args(Status)
+
+Mode = Literal["stub", "live"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+# What made a call: a probe, a session's opening call, or a real session's reported outcome.
+CallKind = Literal["probe", "start", "session"]
+FallbackSource = Literal["caller", "auto"]
 
 
 def utcnow() -> datetime:
@@ -56,14 +72,14 @@ class ProbeResult:
     at: datetime
     latency_ms: int | None = None
     ttft_ms: int | None = None
-    error: str | None = None  # one of ERROR_KINDS when not ok
+    error: ErrorKind | None = None
     message: str | None = None  # provider's message, already redacted
     http_status: int | None = None
     retry_after_s: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     stub: bool = False
-    kind: str = "probe"  # "probe" or "start": what made the call
+    kind: CallKind = "probe"
     text: str | None = None  # visible text the model produced (opening line)
 
 
@@ -76,7 +92,7 @@ class Snapshot:
     ok: bool  # latest call succeeded
     latency_ms: int | None
     ttft_ms: int | None
-    last_error: str | None
+    last_error: ErrorKind | None
     consecutive_failures: int
     consecutive_successes: int
     failing: bool  # entered the unhealthy state and has not recovered yet
@@ -85,7 +101,7 @@ class Snapshot:
     success_ttft_ms: int | None
     stub: bool
     status_since: datetime | None = None
-    last_status: str | None = None  # status as judged when this snapshot was written
+    last_status: Status | None = None  # status as judged when this snapshot was written
 
 
 @dataclass(frozen=True)
@@ -93,8 +109,8 @@ class Candidate:
     """A model passed over by `start`, and why."""
 
     model: str
-    status: str
-    error: str | None = None
+    status: Status
+    error: ErrorKind | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"model": self.model, "status": self.status, "error": self.error}
@@ -109,8 +125,8 @@ class FallbackEvent:
     simulation_id: str
     primary: str
     chosen: str | None
-    reason: str
-    fallback_source: str | None
+    reason: Reason
+    fallback_source: FallbackSource | None
     candidates: list[Candidate] = field(default_factory=list)
     error: str | None = None
     id: int | None = None  # assigned by the store
@@ -122,6 +138,6 @@ class StatusChange:
 
     model: str
     at: datetime
-    from_status: str | None
-    to_status: str
-    error: str | None = None  # the call's error kind, when it failed
+    from_status: Status | None
+    to_status: Status
+    error: ErrorKind | None = None  # the call's error kind, when it failed

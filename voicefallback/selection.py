@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from voicefallback.records import Candidate
+from voicefallback.health import needs_probe
+from voicefallback.records import Candidate, FallbackSource, Reason
 
 
 @dataclass(frozen=True)
@@ -17,9 +18,9 @@ class Choice:
 
 def candidate_order(
     primary: str, fallbacks: Sequence[str], registry_order: Sequence[str]
-) -> tuple[list[str], str]:
+) -> tuple[list[str], FallbackSource]:
     """The primary, then the caller's fallbacks ("caller") or every other model ("auto")."""
-    source = "caller" if fallbacks else "auto"
+    source: FallbackSource = "caller" if fallbacks else "auto"
     rest = fallbacks if fallbacks else registry_order
     ordered = [primary]
     for model in rest:
@@ -28,41 +29,65 @@ def candidate_order(
     return ordered, source
 
 
-def choose_model(
-    candidates: Sequence[str],
-    judge: Callable[[str], Candidate],
-    open_call: Callable[[str], Candidate | None],
-) -> Choice:
+def to_probe(
+    order: Sequence[str], verdicts: Mapping[str, Candidate], ruled_out: Collection[str]
+) -> list[str]:
+    """The stale or unknown candidates the choice may need: those ahead of the first healthy
+    one (all of them when none is healthy), never one behind it."""
+    pending = []
+    for model in order:
+        if model in ruled_out:
+            continue
+        status = verdicts[model].status
+        if status == "healthy":
+            break
+        if needs_probe(status):
+            pending.append(model)
+    return pending
+
+
+def pick(
+    order: Sequence[str], verdicts: Mapping[str, Candidate], ruled_out: Collection[str]
+) -> str | None:
     """SPEC "Choosing a model": the first healthy candidate, else the first slow one.
 
-    `judge` gives a candidate's status (probing a stale or unknown one first); it is
-    called lazily, in order, only as far as needed. `open_call` makes the opening call and
-    returns None on success, or the candidate's new verdict when the call failed, in which
-    case the next candidate is tried.
+    `ruled_out` holds candidates that failed during this start (a just-in-time probe or an
+    opening call): they are not tried again, whatever their recorded status says.
     """
-    judged: list[Candidate] = []
-    failed: set[str] = set()
-    for model in candidates:
-        verdict = judge(model)
-        if verdict.status == "healthy":
-            failure = open_call(model)
-            if failure is None:
-                return Choice(model, judged, frozenset(failed))
-            failed.add(model)
-            verdict = failure
-        judged.append(verdict)
-    for index, verdict in enumerate(judged):
-        if verdict.status == "slow" and verdict.model not in failed:
-            failure = open_call(verdict.model)
-            if failure is None:
-                passed = [c for c in judged if c.model != verdict.model]
-                return Choice(verdict.model, passed, frozenset(failed))
-            failed.add(verdict.model)
-            judged[index] = failure
-    return Choice(None, judged, frozenset(failed))
+    for wanted in ("healthy", "slow"):
+        for model in order:
+            if model not in ruled_out and verdicts[model].status == wanted:
+                return model
+    return None
 
 
-def fallback_reason(primary: str, choice: Choice) -> str | None:
+def could_still_serve(
+    order: Sequence[str],
+    verdicts: Mapping[str, Candidate],
+    ruled_out: Collection[str],
+    besides: str,
+) -> bool:
+    """Whether a candidate other than `besides` might still start the session: usable, or
+    not yet judged. Only then may `besides` be cut at its first-token budget."""
+    return any(
+        model != besides
+        and model not in ruled_out
+        and verdicts[model].status in ("healthy", "slow", "stale", "unknown")
+        for model in order
+    )
+
+
+def passed_over(
+    order: Sequence[str], verdicts: Mapping[str, Candidate], chosen: str | None, healthy: bool
+) -> list[Candidate]:
+    """What the event says was passed over: the candidates ahead of a healthy choice, or every
+    other candidate when the choice was slow or nothing could be started."""
+    if chosen is not None and healthy:
+        return [verdicts[m] for m in order[: order.index(chosen)]]
+    return [verdicts[m] for m in order if m != chosen]
+
+
+def fallback_reason(primary: str, choice: Choice) -> Reason | None:
     """Why the session is not on its primary (None when it is)."""
     if choice.chosen == primary:
         return None

@@ -1,25 +1,17 @@
-"""`start`: pick a model for a voice session, make its opening call, record why."""
+"""A session start as asked (the old service's request) and as answered (its outcome)."""
 
 from __future__ import annotations
 
 import json
 import math
 import unicodedata
-import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from voicefallback.config import Registry
 from voicefallback.errors import InputError
-from voicefallback.health import apply_probe, needs_probe, status_of
-from voicefallback.health import judge as verdict
-from voicefallback.providers import Adapters
-from voicefallback.records import Candidate, FallbackEvent, ProbeResult, Snapshot, utcnow
-from voicefallback.selection import candidate_order, choose_model, fallback_reason
-from voicefallback.store import Store, open_store
+from voicefallback.records import Candidate, FallbackEvent, FallbackSource, ProbeResult, Reason
 
 
 @dataclass(frozen=True)
@@ -34,8 +26,8 @@ class StartRequest:
 class StartOutcome:
     request: StartRequest
     chosen: str | None
-    fallback_source: str | None
-    reason: str | None
+    fallback_source: FallbackSource | None
+    reason: Reason | None
     agent: ProbeResult | None
     event: FallbackEvent | None
     candidates: list[Candidate]
@@ -203,106 +195,3 @@ def validate_request(registry: Registry, request: StartRequest) -> None:
     registry.require(request.primary, "--primary")
     for model in request.fallbacks:
         registry.require(model, "--fallback")
-
-
-def start_session(
-    registry: Registry,
-    db: Path | str,
-    mode: str,
-    request: StartRequest,
-    clock: Callable[[], datetime] = utcnow,
-) -> StartOutcome:
-    """What `start` does: choose, make the opening call, record calls and the event."""
-    validate_request(registry, request)
-    with (
-        open_store(db, write=True, connect_timeout_s=registry.connect_timeout_s) as store,
-        Adapters(mode, registry.key_env_names()) as adapters,
-    ):
-        return route_session(registry, store, adapters, request, clock=clock)
-
-
-def route_session(
-    registry: Registry,
-    store: Store,
-    adapters: Adapters,
-    request: StartRequest,
-    *,
-    opening_call: bool = True,
-    record_event: bool = True,
-    clock: Callable[[], datetime] = utcnow,
-) -> StartOutcome:
-    """SPEC "Choosing a model" on an open store; shared by `start` and the library.
-
-    Without `opening_call` the first usable candidate is chosen and the caller makes the
-    call itself (a voice worker with its own client). Calls made here are always recorded;
-    the fallback event only with `record_event`.
-    """
-    order, source = candidate_order(
-        request.primary, request.fallbacks, [m.id for m in registry.models]
-    )
-    snapshots: dict[str, Snapshot | None] = dict(store.snapshots(order))
-    calls: list[ProbeResult] = []
-    agent: list[ProbeResult] = []
-
-    def remember(result: ProbeResult) -> Candidate:
-        model = registry.require(result.model, "start")
-        snapshot = apply_probe(snapshots.get(result.model), result, model.thresholds)
-        snapshots[result.model] = snapshot
-        calls.append(result)
-        # Judged at the time of its evidence: a probe that just succeeded is never stale.
-        return Candidate(result.model, verdict(snapshot, model.thresholds), result.error)
-
-    def judge(model_id: str) -> Candidate:
-        model = registry.require(model_id, "start")
-        snapshot = snapshots.get(model_id)
-        status = status_of(snapshot, model.thresholds, clock())
-        if needs_probe(status):
-            return remember(adapters.probe(model))
-        return Candidate(model_id, status, None if snapshot is None else snapshot.last_error)
-
-    def open_call(model_id: str) -> Candidate | None:
-        if not opening_call:
-            return None
-        model = registry.require(model_id, "start")
-        result = adapters.open_session(model, request.config)
-        verdict = remember(result)
-        if result.ok:
-            agent.append(result)
-            return None
-        return verdict
-
-    choice = choose_model(order, judge, open_call)
-    reason = fallback_reason(request.primary, choice)
-    event = None
-    error = None
-    if choice.chosen is None:
-        error = "no model could be started: " + ", ".join(
-            f"{c.model} {c.status}" + (f" ({c.error})" if c.error else "")
-            for c in choice.passed_over
-        )
-    if reason is not None and record_event:
-        event = FallbackEvent(
-            uid=uuid.uuid4().hex,
-            at=clock(),
-            simulation_id=request.simulation_id,
-            primary=request.primary,
-            chosen=choice.chosen,
-            reason=reason,
-            fallback_source=source,
-            candidates=choice.passed_over,
-            error=error,
-        )
-    if calls or event is not None:
-        store.record(
-            calls, {m.id: m.thresholds for m in registry.models}, event, update=apply_probe
-        )
-    return StartOutcome(
-        request=request,
-        chosen=choice.chosen,
-        fallback_source=source if choice.chosen != request.primary else None,
-        reason=reason,
-        agent=agent[0] if agent else None,
-        event=event,
-        candidates=choice.passed_over,
-        error=error,
-    )

@@ -30,13 +30,21 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: usage errors become one line on stderr (exit 2), like domain errors.
 
     SIGTERM unwinds like Ctrl-C (rolling back any open transaction): exit 143, or 130.
+    Ctrl-C interrupts at once, even in a wait for the write lock: asyncio.run's own handler
+    (which only cancels at the next await) is kept out by installing an equivalent first.
     """
     if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupt)
     try:
         code = app(prog_name="voicefallback", standalone_mode=False)
     except Terminated:

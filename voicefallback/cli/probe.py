@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,7 +28,7 @@ from voicefallback.config import Registry, db_path, display_location, resolve_mo
 from voicefallback.documents import print_json
 from voicefallback.errors import InputError
 from voicefallback.locking import DEFAULT_WAIT_S
-from voicefallback.probing import DEFAULT_CONCURRENCY
+from voicefallback.providers import DEFAULT_CONCURRENCY
 from voicefallback.tables import print_error
 
 
@@ -128,15 +129,17 @@ def probe(
     def one_round() -> dict[str, Any]:
         started = utcnow()
         with tables.probe_progress(len(selected)) if progress else nullcontext() as on_result:
-            probed = probe_run(
-                registry,
-                selected,
-                state,
-                chosen_mode,
-                concurrency,
-                lock_wait_s=lock_timeout,
-                on_result=on_result,
-                if_older_s=older,
+            probed = asyncio.run(
+                probe_run(
+                    registry,
+                    selected,
+                    state,
+                    chosen_mode,
+                    concurrency,
+                    lock_wait_s=lock_timeout,
+                    on_result=on_result,
+                    if_older_s=older,
+                )
             )
         # Each model is judged at the time of its evidence, not after the whole round: a
         # probe that just succeeded is never reported stale (SPEC "Health").

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Annotated, Optional
 
@@ -71,13 +72,15 @@ def start(
     Example: voicefallback start --simulation-id sim-1 --primary openai:gpt-4o-mini --json
     """
     from voicefallback import documents, tables
-    from voicefallback.sessions import build_request, parse_body, start_session
+    from voicefallback.routing import start_session
+    from voicefallback.sessions import build_request, parse_body
 
     with domain_errors():
         registry = registry_from(config)
         parsed = parse_body(_read_body(body), "--body") if body is not None else {}
         request = build_request(parsed, simulation_id, primary, fallback)
-        outcome = start_session(registry, db_path(db), resolve_mode(mode, registry), request)
+        chosen_mode = resolve_mode(mode, registry)
+        outcome = asyncio.run(start_session(registry, db_path(db), chosen_mode, request))
         document = documents.start_json(outcome)
     if json:
         print_json(document)

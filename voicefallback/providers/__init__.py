@@ -1,81 +1,113 @@
-"""The adapter contract: probe a model, or make a session's opening call.
+"""The adapter contract: probe a model, or make a session's opening call, as coroutines.
 
-Adapters are built per provider and reused for every model of that provider in one
-command, so a live client (and its connection pool) is built once. SDK modules are
-imported only inside the live adapter modules, and only when one is built.
+Adapters are built per provider and reused for every model of that provider while a command
+(or a library router, or `serve`) runs, so a live client and its connection pool are built
+once. SDK modules are imported only inside the live adapter modules, and only when one is
+built. Every call of one pool runs on the caller's event loop, at most `concurrency` at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
 from voicefallback.config import Model, Provider
-from voicefallback.records import ProbeResult
-from voicefallback.redaction import redact, secrets_from_env
+from voicefallback.records import Mode, ProbeResult
+from voicefallback.redaction import secrets_from_env
+
+# Probes wait on the network, not the CPU: 64 probe a typical registry in one round (50 models
+# at 200 ms: ~0.4 s); 16 would take four rounds (see README "Performance").
+DEFAULT_CONCURRENCY = 64
 
 
 class Adapter(Protocol):
-    def probe(self, model: Model) -> ProbeResult:
-        """A minimal call measuring time to first token and total time. Never raises."""
+    async def prepare(self) -> None:
+        """Build clients now, so one-time costs are never timed as provider latency."""
         ...
 
-    def open_session(self, model: Model, request: Mapping[str, Any]) -> ProbeResult:
+    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+        """A minimal call measuring time to first token and total time. Never raises.
+
+        With `first_token_s`, a call with no first token by then is abandoned (`over_budget`).
+        """
+        ...
+
+    async def open_session(
+        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
+    ) -> ProbeResult:
         """The session's opening call (kind="start"), with the opening line in `text`."""
         ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class Adapters:
-    """One adapter per provider for the length of one command.
+    """One adapter per provider, for as long as the pool is open.
 
-    Calls go through `probe` and `open_session` here, which redact every configured key
-    (not only the calling provider's) from the provider's message before anyone stores or
-    prints it.
+    Calls go through `probe` and `open_session` here, which redact the provider's message
+    once, with every configured key (longest first, so no key's tail survives another's
+    replacement), before it is cut to one line and anyone stores or prints it.
     """
 
-    def __init__(self, mode: str, key_env_names: Iterable[str | None] = ()) -> None:
+    def __init__(
+        self,
+        mode: Mode,
+        key_env_names: Iterable[str | None] = (),
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
         self.mode = mode
         self._secrets = secrets_from_env(key_env_names)
         self._built: dict[str, Adapter] = {}
+        self._slots = asyncio.Semaphore(concurrency)
 
-    def probe(self, model: Model) -> ProbeResult:
-        return self._redacted(self.for_model(model).probe(model))
+    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+        adapter = await self.for_model(model)
+        async with self._slots:
+            return self._redacted(await adapter.probe(model, first_token_s=first_token_s))
 
-    def open_session(self, model: Model, request: Mapping[str, Any]) -> ProbeResult:
-        return self._redacted(self.for_model(model).open_session(model, request))
+    async def open_session(
+        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
+    ) -> ProbeResult:
+        adapter = await self.for_model(model)
+        async with self._slots:
+            result = await adapter.open_session(model, request, first_token_s=first_token_s)
+        return self._redacted(result)
 
     def _redacted(self, result: ProbeResult) -> ProbeResult:
         if result.message is None:
             return result
-        return replace(result, message=redact(result.message, self._secrets))
+        from voicefallback.providers.classify import one_line
 
-    def for_model(self, model: Model) -> Adapter:
+        return replace(result, message=one_line(result.message, self._secrets))
+
+    async def for_model(self, model: Model) -> Adapter:
         provider = model.provider
         if provider.name not in self._built:
-            self._built[provider.name] = _build(provider, self.mode)
+            adapter = _build(provider, self.mode)
+            self._built[provider.name] = adapter
+            await adapter.prepare()
         return self._built[provider.name]
 
-    def prepare(self, models: list[Model]) -> None:
+    async def prepare(self, models: Iterable[Model]) -> None:
         """Build adapters up front, so one-time costs are not timed as provider latency."""
         for model in models:
-            self.for_model(model)
+            await self.for_model(model)
 
-    def close(self) -> None:
-        for adapter in self._built.values():
-            adapter.close()
-        self._built.clear()
+    async def aclose(self) -> None:
+        built, self._built = list(self._built.values()), {}
+        for adapter in built:
+            await adapter.aclose()
 
-    def __enter__(self) -> Adapters:
+    async def __aenter__(self) -> Adapters:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 
-def _build(provider: Provider, mode: str) -> Adapter:
+def _build(provider: Provider, mode: Mode) -> Adapter:
     if mode == "stub":
         from voicefallback.providers.stub import StubAdapter
 

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicefallback.providers import live
+from voicefallback.providers.classify import Incomplete, StreamError, error_event_kind
+from voicefallback.providers.sse import json_object, sse_events
 
 
 class AnthropicAdapter(live.LiveAdapter):
@@ -49,11 +51,11 @@ class AnthropicAdapter(live.LiveAdapter):
         )
         call.responded(http)
         try:
-            async for name, data in live.sse_events(http.aiter_bytes()):
+            async for name, data in sse_events(http.aiter_bytes()):
                 if name is None or name == "ping" or not data:
                     continue  # what the SDK's own stream skips, too
                 call.event()
-                event = live.json_object(data)
+                event = json_object(data)
                 if name == "error":
                     raise _stream_error(event)
                 kind = event.get("type")
@@ -73,7 +75,7 @@ class AnthropicAdapter(live.LiveAdapter):
         finally:
             await http.aclose()
         if not call.complete:
-            raise live.Incomplete
+            raise Incomplete
 
     def _errors(self) -> tuple[type[Exception], type[Exception], type[Exception]]:
         import anthropic
@@ -89,10 +91,10 @@ class AnthropicAdapter(live.LiveAdapter):
         return str(exc.message)
 
 
-def _stream_error(event: Mapping[str, Any]) -> live.StreamError:
+def _stream_error(event: Mapping[str, Any]) -> StreamError:
     """An `event: error` inside a 200 stream, such as overloaded_error."""
     error = event.get("error")
     if not isinstance(error, Mapping):
-        return live.StreamError("server_error", str(event))
+        return StreamError("server_error", str(event))
     kind = str(error.get("type") or "")
-    return live.StreamError(live.error_event_kind(kind), f"{kind}: {error.get('message')}")
+    return StreamError(error_event_kind(kind), f"{kind}: {error.get('message')}")

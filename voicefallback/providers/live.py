@@ -1,35 +1,34 @@
-"""What the live adapters share: key, client, event loop, whole-call deadline, timing, failures.
+"""What the live adapters share: key, client, first-token and whole-call deadlines, timing.
 
 Only the live adapter modules import this module, so stub runs and read-only commands never load
 it (nor the SDKs and httpx2 it works with).
 
-Why an event loop: the SDKs' own timeouts apply per network read, so a stream that trickles or
-stalls could outlast `timeout_s`, and a read blocked in a worker thread cannot be interrupted.
-Every call of one adapter therefore runs as a task on one asyncio loop (in a daemon thread) under
-`asyncio.timeout`, which cancels it at any point: connecting, waiting for headers, mid-stream.
-Callers stay synchronous and may call from many threads at once; their calls overlap on the loop
-instead of competing for the GIL, which keeps measured times honest under concurrency.
+Every call is a coroutine on the caller's event loop under `asyncio.timeout`: the SDKs' own
+timeouts apply per network read, so a stream that trickles or stalls could outlast `timeout_s`;
+a timeout scope cancels the call at any point (connecting, waiting for headers, mid-stream).
+The same scope enforces the first-token budget of the start path: it is set to the budget
+first and moved out to `timeout_s` when the first token arrives.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import importlib
 import json
-import threading
 import time
-from collections.abc import AsyncIterator, Coroutine, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from voicefallback.config import Model, Provider, api_key
-from voicefallback.records import ProbeResult, utcnow
-from voicefallback.redaction import redact
-
-T = TypeVar("T")
+from voicefallback.providers.classify import (
+    Failure,
+    Incomplete,
+    StreamError,
+    describe,
+    status_failure,
+)
+from voicefallback.records import CallKind, ProbeResult, utcnow
 
 PROBE_PROMPT = "Reply with the single word: ok"
 PROBE_MAX_TOKENS = 16  # reasoning models refuse smaller limits
@@ -37,44 +36,18 @@ START_MAX_TOKENS = 200
 OPENING_CUE = "(The candidate has joined the call.)"
 # Once the answer is complete, how long to wait for trailing usage and the end of the body.
 TAIL_GRACE_S = 0.25
-# How long past its deadline a caller waits for a stuck loop before reporting a timeout anyway.
-GUARD_MARGIN_S = 2.0
-BUILD_TIMEOUT_S = 60.0  # building a client makes no network call; this only guards a stuck loop
-MESSAGE_LIMIT = 300
 SENT_AT = "voicefallback.sent_at"
 _ROUTING_KEYS = ("primary", "fallbacks", "fallback")
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A classified failure: one of records.ERROR_KINDS plus what the provider said."""
-
-    kind: str
-    message: str
-    http_status: int | None = None
-    retry_after_s: float | None = None
-
-
-class StreamError(Exception):
-    """The provider reported an error inside a 200 stream."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class Incomplete(Exception):
-    """The body ended without the stream's proper end."""
 
 
 # -- the adapter ----------------------------------------------------------------------------
 
 
 class LiveAdapter:
-    """Key, client, loop and deadline around a subclass's provider-specific stream.
+    """Key, client and deadlines around a subclass's provider-specific stream.
 
-    The SDK client (and its connection pool) is built once, in the constructor, and shared by
-    every model of the provider, so its cost is never timed as provider latency.
+    The SDK client (and its connection pool) is built once, by `prepare`, and shared by every
+    model of the provider, so its cost is never timed as provider latency.
     """
 
     sdk = ""  # name of the SDK, for messages
@@ -82,39 +55,48 @@ class LiveAdapter:
 
     def __init__(self, provider: Provider) -> None:
         self.provider = provider
-        key, self._unusable = read_key(provider)
-        self._secrets: tuple[str, ...] = (key,) if key else ()
-        self._loop: EventLoop | None = None
+        self._key, self._unusable = read_key(provider)
         self._client: Any = None
-        if key is None:
-            return  # missing_key for every call, and no client that would fail
-        self._loop = EventLoop(f"voicefallback-{provider.name}")
-        try:
-            self._client = self._loop.run(self._build(key), BUILD_TIMEOUT_S)
-        except Exception as exc:
-            self._unusable = Failure("bad_request", f"cannot build the {self.sdk} client: {exc}")
+        self._building = asyncio.Lock()
 
-    def probe(self, model: Model) -> ProbeResult:
-        return self._call(model, "probe", None, PROBE_PROMPT, PROBE_MAX_TOKENS)
+    async def prepare(self) -> None:
+        """Build the SDK client once, however many calls ask at the same time.
 
-    def open_session(self, model: Model, request: Mapping[str, Any]) -> ProbeResult:
+        The SDK is imported on a worker thread: a second of CPU that would otherwise stall the
+        caller's event loop (a voice worker's audio) and be timed as provider latency.
+        """
+        async with self._building:
+            if self._client is not None or self._key is None or self._unusable is not None:
+                return
+            try:
+                await asyncio.to_thread(importlib.import_module, self.sdk)
+                self._client = await self._build(self._key)
+            except Exception as exc:
+                failure = Failure("bad_request", f"cannot build the {self.sdk} client: {exc}")
+                self._unusable = failure
+
+    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+        return await self._call(model, "probe", None, PROBE_PROMPT, PROBE_MAX_TOKENS, first_token_s)
+
+    async def open_session(
+        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
+    ) -> ProbeResult:
         system = opening_prompt(request)
-        return self._call(model, "start", system, OPENING_CUE, START_MAX_TOKENS)
+        return await self._call(
+            model, "start", system, OPENING_CUE, START_MAX_TOKENS, first_token_s
+        )
 
-    def close(self) -> None:
-        if self._loop is None:
-            return
+    async def aclose(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):  # best effort; the command is ending anyway
-                self._loop.run(self._client.close(), GUARD_MARGIN_S)
+                await self._client.close()
             self._client = None
-        self._loop.close()
-        self._loop = None
+        self._unusable = self._unusable or Failure("connection", "adapter is closed")
 
     # -- for subclasses -------------------------------------------------------------------
 
     async def _build(self, key: str) -> Any:
-        """The SDK client, built on the loop, with `stamp_send` as its request hook."""
+        """The SDK client, with `stamp_send` as its request hook."""
         raise NotImplementedError
 
     async def _stream(self, call: Call, system: str | None, prompt: str, limit: int) -> None:
@@ -131,26 +113,26 @@ class LiveAdapter:
 
     # -- one call -------------------------------------------------------------------------
 
-    def _call(
-        self, model: Model, kind: str, system: str | None, prompt: str, limit: int
+    async def _call(
+        self,
+        model: Model,
+        kind: CallKind,
+        system: str | None,
+        prompt: str,
+        limit: int,
+        first_token_s: float | None,
     ) -> ProbeResult:
-        if self._unusable is not None or self._loop is None:
+        await self.prepare()
+        call = Call(model, kind, first_token_s)
+        if self._unusable is not None or self._client is None:
             failure = self._unusable or Failure("connection", "adapter is closed")
-            call = Call(model, kind, self._secrets)
             return call.failure(failure, measured=False)
-        call = Call(model, kind, self._secrets)
-        work = self._run(call, self._stream(call, system, prompt, limit))
-        try:
-            return self._loop.run(work, call.timeout_s + GUARD_MARGIN_S)
-        except TimeoutError:
-            return call.failure(call.timed_out())
-        except Exception as exc:  # e.g. the loop was closed under us
-            return call.failure(Failure("connection", f"call not run: {describe(exc)}"))
+        return await self._run(call, self._stream(call, system, prompt, limit))
 
     async def _run(self, call: Call, stream: Coroutine[Any, Any, None]) -> ProbeResult:
-        """Run `stream` under the call's whole deadline; whatever happens becomes a result."""
+        """Run `stream` under the call's deadlines; whatever happens becomes a result."""
         try:
-            async with asyncio.timeout(call.timeout_s) as scope:
+            async with asyncio.timeout_at(call.first_deadline()) as scope:
                 call.scope = scope
                 await stream
         except TimeoutError:
@@ -198,32 +180,6 @@ class LiveAdapter:
         return Failure("bad_request", f"request not made: {describe(exc)}")
 
 
-class EventLoop:
-    """An asyncio loop on a daemon thread, shared by every call of one adapter."""
-
-    def __init__(self, name: str) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-        """Run `coro` on the loop and wait for it; raise TimeoutError after `timeout` seconds."""
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError from None
-
-    def close(self) -> None:
-        if self._loop.is_closed():
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        if not self._thread.is_alive():
-            self._loop.close()
-
-
 def read_key(provider: Provider) -> tuple[str | None, Failure | None]:
     """The provider's API key from its environment variable, or why there is none.
 
@@ -265,11 +221,15 @@ async def stamp_send(request: Any) -> None:
 class Call:
     """One live call in progress: what came back, and when."""
 
-    def __init__(self, model: Model, kind: str, secrets: tuple[str, ...]) -> None:
+    def __init__(self, model: Model, kind: CallKind, first_token_s: float | None = None) -> None:
         self.model = model
         self.kind = kind
-        self.secrets = secrets
+        # A first-token budget shorter than the whole call's limit: no first token by then
+        # means the call is abandoned (`over_budget`) instead of waited for.
+        timeout_s = model.thresholds.timeout_s
+        self.first_token_s = first_token_s if first_token_s and first_token_s < timeout_s else None
         self.began = time.perf_counter()
+        self.began_loop = asyncio.get_running_loop().time()
         self.sent: float | None = None
         self.first_token: float | None = None
         self.last_event: float | None = None
@@ -295,12 +255,18 @@ class Call:
         self.events += 1
         self.last_event = time.perf_counter()
 
+    def first_deadline(self) -> float:
+        """When the call is cut if nothing changes: the first-token budget, else timeout_s."""
+        return self.began_loop + (self.first_token_s or self.timeout_s)
+
     def text(self, piece: Any) -> None:
         """Visible text arrived; the first non-empty piece is the first token."""
         if not piece or not isinstance(piece, str):
             return
         if self.first_token is None:
             self.first_token = time.perf_counter()
+            if self.first_token_s is not None and self.scope is not None and not self.complete:
+                self.scope.reschedule(self.began_loop + self.timeout_s)  # the budget is met
         self.parts.append(piece)
 
     def tokens(self, input_tokens: Any, output_tokens: Any) -> None:
@@ -346,7 +312,7 @@ class Call:
             latency_ms=self._ms(time.perf_counter()) if measured else None,
             ttft_ms=self._ms(self.first_token),
             error=failure.kind,
-            message=one_line(failure.message, self.secrets),
+            message=failure.message,  # redacted and cut to one line by the adapter pool
             http_status=failure.http_status,
             retry_after_s=failure.retry_after_s,
             input_tokens=self.input_tokens,
@@ -355,6 +321,13 @@ class Call:
         )
 
     def timed_out(self) -> Failure:
+        if self.first_token is None and self.first_token_s is not None:
+            waited = round((time.perf_counter() - self.began) * 1000)
+            return Failure(
+                "over_budget",
+                f"no first token within the {round(self.first_token_s * 1000)} ms budget "
+                f"(abandoned after {waited} ms)",
+            )
         if not self.headers:
             stage = "no response headers"
         elif self.first_token is None:
@@ -362,146 +335,6 @@ class Call:
         else:
             stage = f"stream stalled after {len(self.parts)} text chunks"
         return Failure("timeout", f"no complete answer within {self.timeout_s:g} s ({stage})")
-
-
-# -- the stream body ------------------------------------------------------------------------
-
-
-async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, str]]:
-    """(event name, data) for each server-sent event in a byte stream (WHATWG rules).
-
-    The adapters parse the SSE body themselves instead of through the SDKs' typed stream
-    classes: building pydantic objects for every chunk costs CPU on the shared loop, which under
-    concurrency is measured as provider latency (see benchmarks/live_probe_ttft.py).
-    """
-    buffer = b""
-    event: str | None = None
-    data: list[str] = []
-    async for chunk in chunks:
-        buffer += chunk
-        if b"\r" in buffer:
-            held = buffer.endswith(b"\r")  # may be the first half of a CRLF
-            buffer = buffer[:-1] if held else buffer
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            buffer += b"\r" if held else b""
-        *lines, buffer = buffer.split(b"\n")
-        for raw in lines:
-            line = raw.decode("utf-8")  # a UnicodeDecodeError is a malformed stream
-            if not line:
-                if data:
-                    yield event, "\n".join(data)
-                event, data = None, []
-            elif not line.startswith(":"):
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "event":
-                    event = value
-                elif name == "data":
-                    data.append(value)
-
-
-def json_object(data: str) -> dict[str, Any]:
-    """One SSE data payload as a JSON object; ValueError when it is anything else."""
-    value = json.loads(data)
-    if not isinstance(value, dict):
-        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-# -- classification -------------------------------------------------------------------------
-
-
-def status_kind(status: int) -> str:
-    """SPEC's error kind for an HTTP error status."""
-    if status == 429:
-        return "rate_limited"
-    if status in (503, 529):
-        return "overloaded"
-    if status >= 500:
-        return "server_error"
-    if status in (401, 403):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    return "bad_request"
-
-
-def status_failure(status: int, headers: Mapping[str, str] | None, message: str) -> Failure:
-    return Failure(
-        status_kind(status),
-        f"HTTP {status}: {message}" if message else f"HTTP {status}",
-        http_status=status,
-        retry_after_s=retry_after(headers) if status in (429, 503, 529) else None,
-    )
-
-
-def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
-    if not headers:
-        return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                return max(0.0, float(value) / scale)
-            except ValueError:
-                pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
-
-
-def error_event_kind(kind: str, code: str = "") -> str:
-    """The kind for an error reported inside a stream, from its type or code."""
-    words = f"{kind} {code}".lower()
-    if "overload" in words or "unavailable" in words:
-        return "overloaded"
-    if "rate_limit" in words or "quota" in words:
-        return "rate_limited"
-    if "authentication" in words or "permission" in words or "api_key" in words:
-        return "auth"
-    if "not_found" in words:
-        return "not_found"
-    if "timeout" in words:
-        return "timeout"
-    if "invalid_request" in words or "too_large" in words or "billing" in words:
-        return "bad_request"
-    return "server_error"
-
-
-def describe(exc: BaseException) -> str:
-    """The exception and the causes under it, as one readable phrase."""
-    parts = [f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__]
-    seen = {str(exc)}
-    cause = _cause(exc)
-    for _ in range(5):
-        if cause is None:
-            break
-        text = str(cause)
-        if text and text not in seen:
-            seen.add(text)
-            parts.append(f"{type(cause).__name__}: {text}")
-        cause = _cause(cause)
-    return "; ".join(parts)
-
-
-def _cause(exc: BaseException) -> BaseException | None:
-    if exc.__cause__ is not None or exc.__suppress_context__:
-        return exc.__cause__
-    return exc.__context__
-
-
-def one_line(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Redacted, on one line, and short enough for a table cell and a history row."""
-    flat = " ".join(redact(text, secrets).split())
-    return flat if len(flat) <= MESSAGE_LIMIT else flat[: MESSAGE_LIMIT - 1] + "…"
 
 
 # -- prompts --------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from voicefallback.config import Provider
 from voicefallback.providers import live
+from voicefallback.providers.classify import Incomplete, StreamError, error_event_kind
+from voicefallback.providers.sse import json_object, sse_events
 
 
 class OpenAIAdapter(live.LiveAdapter):
@@ -41,11 +44,11 @@ class OpenAIAdapter(live.LiveAdapter):
         http = await self._open(call, messages, limit)
         call.responded(http)
         try:
-            async for _, data in live.sse_events(http.aiter_bytes()):
+            async for _, data in sse_events(http.aiter_bytes()):
                 if data.startswith("[DONE]"):
                     continue  # read on to the end of the body, so the connection is reused
                 call.event()
-                chunk = live.json_object(data)
+                chunk = json_object(data)
                 if chunk.get("error"):
                     raise _stream_error(chunk["error"])
                 usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
@@ -60,7 +63,7 @@ class OpenAIAdapter(live.LiveAdapter):
         finally:
             await http.aclose()
         if not call.complete:
-            raise live.Incomplete
+            raise Incomplete
 
     async def _open(self, call: live.Call, messages: list[dict[str, str]], limit: int) -> Any:
         """Send the request; return the SDK's raw response once its headers are in.
@@ -107,9 +110,14 @@ class OpenAIAdapter(live.LiveAdapter):
         return openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError
 
     def _status_message(self, exc: Any) -> str:
-        body = exc.body  # the SDK keeps the "error" object of the response body
-        if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-            return str(body["message"])
+        body = exc.body  # the SDK keeps the "error" object of the response body, or all of it
+        if isinstance(body, Mapping):
+            # OpenAI says "message"; FastAPI-style servers (vLLM, proxies) say "detail".
+            for key in ("message", "detail", "error"):
+                if isinstance(body.get(key), str) and body[key].strip():
+                    return str(body[key]).strip()
+            if body:
+                return json.dumps(body, ensure_ascii=False, default=str)
         if isinstance(body, str) and body.strip():
             return body.strip()
         return str(exc.message)
@@ -135,9 +143,9 @@ def _refused_parameter(message: str, params: Mapping[str, Any]) -> str | None:
     return min(named)[1] if named else None
 
 
-def _stream_error(error: Any) -> live.StreamError:
+def _stream_error(error: Any) -> StreamError:
     """An `{"error": {...}}` chunk inside the stream."""
     if not isinstance(error, Mapping):
-        return live.StreamError("server_error", str(error))
-    kind = live.error_event_kind(str(error.get("type") or ""), str(error.get("code") or ""))
-    return live.StreamError(kind, str(error.get("message") or error))
+        return StreamError("server_error", str(error))
+    kind = error_event_kind(str(error.get("type") or ""), str(error.get("code") or ""))
+    return StreamError(kind, str(error.get("message") or error))

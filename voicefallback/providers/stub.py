@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicefallback.config import Model
-from voicefallback.records import ProbeResult, utcnow
+from voicefallback.records import CallKind, ErrorKind, ProbeResult, utcnow
 
-_MESSAGES = {
+_MESSAGES: dict[ErrorKind, str] = {
     "timeout": "stub: no answer within timeout",
     "connection": "stub: connection refused",
     "rate_limited": "stub: HTTP 429 rate limited",
@@ -19,8 +19,10 @@ _MESSAGES = {
     "bad_request": "stub: HTTP 400 bad request",
     "bad_response": "stub: stream ended early",
     "missing_key": "stub: API key variable is not set",
+    "over_budget": "stub: no first token within the budget (abandoned)",
+    "stalled": "stub: the stream stopped mid-answer",
 }
-_STATUS = {
+_STATUS: dict[ErrorKind, int] = {
     "rate_limited": 429,
     "overloaded": 529,
     "server_error": 500,
@@ -33,18 +35,41 @@ _STATUS = {
 class StubAdapter:
     """Reports the configured figures without sleeping, so stub runs are instant."""
 
-    def probe(self, model: Model) -> ProbeResult:
-        return self._call(model, "probe", None)
+    async def prepare(self) -> None:
+        pass
 
-    def open_session(self, model: Model, request: Mapping[str, Any]) -> ProbeResult:
+    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+        return self._call(model, "probe", None, first_token_s)
+
+    async def open_session(
+        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
+    ) -> ProbeResult:
         line = f"Hello, I'm your interviewer for {request.get('simulationId', 'this session')}."
-        return self._call(model, "start", line)
+        return self._call(model, "start", line, first_token_s)
 
-    def _call(self, model: Model, kind: str, text: str | None) -> ProbeResult:
+    async def aclose(self) -> None:
+        pass
+
+    def _call(
+        self, model: Model, kind: CallKind, text: str | None, first_token_s: float | None
+    ) -> ProbeResult:
         stub = model.stub
         ttft = stub.ttft_ms if stub.ttft_ms is not None else stub.latency_ms
         latency = max(stub.latency_ms, ttft)
         limit_ms = round(model.thresholds.timeout_s * 1000)
+        budget_ms = round(first_token_s * 1000) if first_token_s is not None else None
+        if not stub.error and budget_ms is not None and budget_ms < limit_ms and ttft > budget_ms:
+            # As a live call would: abandoned at the first-token budget of the start path.
+            return ProbeResult(
+                model=model.id,
+                ok=False,
+                at=utcnow(),
+                latency_ms=budget_ms,
+                error="over_budget",
+                message=f"stub: no first token within the {budget_ms} ms budget (abandoned)",
+                stub=True,
+                kind=kind,
+            )
         if not stub.error and latency > limit_ms:
             # As a live call would: `timeout_s` bounds the whole call.
             return ProbeResult(
@@ -80,6 +105,3 @@ class StubAdapter:
             kind=kind,
             text=text,
         )
-
-    def close(self) -> None:
-        pass

@@ -1,0 +1,85 @@
+"""Health from real sessions: a voice worker's report of one turn, kept as evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from voicefallback.config import Registry
+from voicefallback.errors import InputError
+from voicefallback.health import apply_probe, status_of
+from voicefallback.records import ERROR_KINDS, ErrorKind, ProbeResult, Status
+from voicefallback.store import Store
+
+MAX_REPORTED_MS = 24 * 3600 * 1000  # a day: anything longer is a unit mistake, not a turn
+MAX_SIMULATION_ID = 256
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    """A recorded report and the model's status right after it."""
+
+    result: ProbeResult
+    status: Status
+
+
+def session_result(
+    registry: Registry,
+    model_id: str,
+    *,
+    ttft_ms: int | None,
+    latency_ms: int | None,
+    error: str | None,
+    simulation_id: str | None,
+    now: datetime,
+) -> ProbeResult:
+    """The report as one call of kind "session"; InputError (exit 2) names what is wrong."""
+    registry.require(model_id, "MODEL_ID")
+    if (ttft_ms is None) == (error is None):
+        raise InputError("report: give --ttft-ms N (a turn that answered) or --error KIND")
+    if error is not None and latency_ms is not None:
+        raise InputError("--latency-ms: goes with --ttft-ms, not with --error")
+    for where, value in (("--ttft-ms", ttft_ms), ("--latency-ms", latency_ms)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not value >= 0
+        ):
+            raise InputError(f"{where}: must be a whole number of milliseconds, got {value!r}")
+        if value is not None and value > MAX_REPORTED_MS:
+            raise InputError(f"{where}: at most {MAX_REPORTED_MS} ms (a day), got {value}")
+    if ttft_ms is not None and latency_ms is not None and latency_ms < ttft_ms:
+        raise InputError(f"--latency-ms: {latency_ms} is less than --ttft-ms {ttft_ms}")
+    kind = _error_kind(error) if error is not None else None
+    if simulation_id is not None and (
+        not simulation_id.strip()
+        or len(simulation_id) > MAX_SIMULATION_ID
+        or not simulation_id.isprintable()  # control and bidi characters are not printable
+    ):
+        raise InputError(
+            f"--simulation-id: at most {MAX_SIMULATION_ID} printable characters, not blank"
+        )
+    said = f"session {simulation_id}" if simulation_id else "session"
+    return ProbeResult(
+        model=model_id,
+        ok=kind is None,
+        at=now,
+        latency_ms=latency_ms if kind is None else None,
+        ttft_ms=ttft_ms,
+        error=kind,
+        message=f"{said}: reported {kind}" if kind else said,
+        kind="session",
+    )
+
+
+def record_session(store: Store, registry: Registry, result: ProbeResult) -> SessionReport:
+    """One history row of kind "session"; the snapshot follows by the same rules as a probe."""
+    limits = registry.require(result.model, "MODEL_ID").thresholds
+    [(_, snapshot)] = store.record([result], {result.model: limits}, update=apply_probe)
+    # Judged at the time of the evidence it reports, never "stale" the moment it is written.
+    return SessionReport(result, status_of(snapshot, limits, snapshot.last_checked_at))
+
+
+def _error_kind(value: str) -> ErrorKind:
+    for kind in ERROR_KINDS:
+        if kind == value:
+            return kind
+    raise InputError(f"--error: unknown kind {value!r}; one of: {', '.join(ERROR_KINDS)}")
