@@ -48,7 +48,10 @@ def test_ten_hosts_at_once_probe_each_model_once(state, tmp_path):
 
 
 def test_evidence_from_a_start_counts_and_only_older_models_are_probed(cli, state):
-    assert cli("start", "--simulation-id", "s", "--primary", "openai:gpt-4o-mini").exit_code == 0
+    # The session's only candidate is its primary, so only gpt-4o-mini gains evidence.
+    mini = "openai:gpt-4o-mini"
+    started = cli("start", "--simulation-id", "s", "--primary", mini, "--fallback", mini)
+    assert started.exit_code == 0
     result = cli("probe", "--if-older", "1h", "--json")
     assert result.exit_code == 0, result.stderr
     probed = [r["model"] for r in result.json["results"]]
