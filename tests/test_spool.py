@@ -63,3 +63,30 @@ def test_a_spool_belongs_to_one_location_and_never_holds_its_password(pg_url):
     without_password = pg_url.replace(f":{PASSWORD}@", "@")
     assert Spool.for_location(pg_url).directory == Spool.for_location(without_password).directory
     assert PASSWORD not in str(Spool.for_location(pg_url).directory)
+
+
+def test_a_write_whose_commit_went_unanswered_is_not_written_twice(pg_url):
+    """The connection dropped after the server committed: the write was spooled too, under
+    the same id, and that copy is skipped when it is written in."""
+    from voicefallback.errors import StateUnreachable
+    from voicefallback.store.spool import SpoolingStore
+
+    real = open_store(pg_url, write=True)
+
+    class CommittedThenLost:
+        def snapshots(self, models=None):  # type: ignore[no-untyped-def]
+            return real.snapshots(models)
+
+        def record(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            real.record(*args, **kwargs)
+            raise StateUnreachable("lost the state database while trying to write")
+
+    spool = Spool.for_location(pg_url)
+    spooling = SpoolingStore(CommittedThenLost(), spool)
+    spooling.record([ProbeResult("p:a", True, utcnow())], LIMITS, event("x"), update=apply_probe)
+    assert spooling.degraded and len(spool.pending()) == 1
+    real.record([], LIMITS, update=apply_probe)  # the next write finds the spool
+    real.close()
+    assert spool.pending() == []
+    assert rows(pg_url, "SELECT count(*) FROM probes") == [(1,)]
+    assert rows(pg_url, "SELECT uid FROM events") == [("x",)]

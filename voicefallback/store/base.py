@@ -49,8 +49,13 @@ class SessionStore(Protocol):
         event: FallbackEvent | None = None,
         *,
         update: SnapshotUpdate,
+        once: str | None = None,
     ) -> list[tuple[ProbeResult, Snapshot]]:
-        """Write calls (history rows + snapshots) and an optional event in one transaction."""
+        """Write calls (history rows + snapshots) and an optional event in one transaction.
+
+        `once`: a fresh id for this write, kept with it, so the same write retried later
+        from the spool (its commit went unanswered) is not written twice.
+        """
         ...
 
 
@@ -74,8 +79,13 @@ class Store(SessionStore, Protocol):
         event: FallbackEvent | None = None,
         *,
         update: SnapshotUpdate,
+        once: str | None = None,
     ) -> list[tuple[ProbeResult, Snapshot]]:
-        """Write calls (history rows + snapshots) and an optional event in one transaction."""
+        """Write calls (history rows + snapshots) and an optional event in one transaction.
+
+        `once`: a fresh id for this write, kept with it, so the same write retried later
+        from the spool (its commit went unanswered) is not written twice.
+        """
         ...
 
     def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]: ...
@@ -209,26 +219,36 @@ class SQLStore:
         event: FallbackEvent | None = None,
         *,
         update: SnapshotUpdate,
+        once: str | None = None,
     ) -> list[tuple[ProbeResult, Snapshot]]:
         """Write calls (history rows + snapshots) and an optional event in one transaction.
 
         What the spool holds for this state is written in first, so history stays in order.
+        `once`: a fresh id kept with this write (see Store.record).
         """
         if self.spool is not None:
             self.spool.drain(self._write_spooled, update)
         with self._write():
+            if once is not None:
+                self._mark_written(once)
             return self._record(list(results), limits, event, update)
 
     def _write_spooled(self, entry: SpoolEntry, update: SnapshotUpdate) -> bool:
-        """One spool entry in one transaction, unless it was written in before."""
+        """One spool entry in one transaction, unless it was written before."""
         with self._write():
-            if not self._run(
-                "INSERT INTO spool_applied (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO NOTHING",
-                (entry.uid, iso(utcnow())),
-            ):
+            if not self._mark_written(entry.uid):
                 return False
             self._record(entry.results, entry.limits, entry.event, update)
         return True
+
+    def _mark_written(self, uid: str) -> bool:
+        """Keep `uid` with the write in progress; False if a write kept it before."""
+        return bool(
+            self._run(
+                "INSERT INTO spool_applied (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO NOTHING",
+                (uid, iso(utcnow())),
+            )
+        )
 
     def _record(
         self,
@@ -423,6 +443,14 @@ class SQLStore:
         """
         deleted = self._prune_history("probes", cutoffs, default, max_rows, keep_latest=False)
         self._prune_history("status_changes", cutoffs, default, max_rows, keep_latest=True)
+        if self._schema_version() >= 3 and self._has_older("spool_applied", default):
+            # ids kept with writes (spool.py), gone with the history those writes made
+            self._delete_batches(
+                "DELETE FROM spool_applied WHERE uid IN"
+                " (SELECT uid FROM spool_applied WHERE at < ? ORDER BY at LIMIT ?)",
+                (iso(default),),
+                max_rows,
+            )
         return deleted
 
     def _prune_history(
@@ -462,6 +490,10 @@ class SQLStore:
             if max_rows is not None and deleted >= max_rows:
                 break
         return deleted
+
+    def _has_older(self, table: str, cutoff: datetime) -> bool:
+        with self._guard("prune"):
+            return bool(self._fetch(f"SELECT 1 FROM {table} WHERE at < ? LIMIT 1", (iso(cutoff),)))
 
     def _models_in(self, table: str) -> list[str]:
         """Every model with rows in `table`, one index seek each (a loose index scan)."""

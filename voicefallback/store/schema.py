@@ -165,9 +165,10 @@ def _m002_operations(db: sqlite_utils.Database) -> None:
 
 
 def _m003_spool(db: sqlite_utils.Database) -> None:
-    """What a degraded `start` spooled locally and a later command wrote in, by spool entry:
-    so an entry is written in once, however many processes find it."""
+    """Writes that may have to be retried from the local spool, by id: so each is written in
+    once, however many processes find it, even when the first try's commit went unanswered."""
     db.execute("CREATE TABLE spool_applied (uid TEXT PRIMARY KEY, at TEXT NOT NULL)")
+    db.execute("CREATE INDEX spool_applied_at ON spool_applied (at)")  # pruned by age
 
 
 MIGRATIONS: Sequence[Callable[[sqlite_utils.Database], None]] = (
@@ -245,7 +246,11 @@ PG_MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = (
     ),
     (
         "m003_spool",
-        ('CREATE TABLE spool_applied (uid TEXT COLLATE "C" PRIMARY KEY, at TEXT NOT NULL)',),
+        (
+            'CREATE TABLE spool_applied (uid TEXT COLLATE "C" PRIMARY KEY,'
+            ' at TEXT COLLATE "C" NOT NULL)',
+            "CREATE INDEX spool_applied_at ON spool_applied (at)",
+        ),
     ),
 )
 assert len(PG_MIGRATIONS) == SCHEMA_VERSION, "each migration is written for both backends"

@@ -60,11 +60,13 @@ class Spool:
         results: Iterable[ProbeResult],
         limits: Mapping[str, Thresholds],
         event: FallbackEvent | None,
+        *,
+        uid: str | None = None,
     ) -> None:
         """Keep one write, complete or not at all (a private file renamed into place)."""
         results = list(results)
         entry = {
-            "uid": uuid.uuid4().hex,
+            "uid": uid or uuid.uuid4().hex,
             "results": [_call_json(r) for r in results],
             "limits": {r.model: asdict(limits[r.model]) for r in results},
             "event": _event_json(event) if event is not None else None,
@@ -174,14 +176,18 @@ class SpoolingStore:
         event: FallbackEvent | None = None,
         *,
         update: SnapshotUpdate,
+        once: str | None = None,
     ) -> list[tuple[ProbeResult, Snapshot]]:
         results = list(results)
+        uid = uuid.uuid4().hex
         if self._inner is not None and not self.degraded:
             try:
-                return self._inner.record(results, limits, event, update=update)
+                return self._inner.record(results, limits, event, update=update, once=uid)
             except StateUnreachable as exc:
-                self.degraded, self.reason = True, str(exc)  # lost mid-session: nothing kept
-        self._spool.add(results, limits, event)
+                # Lost mid-write: if the commit did happen after all, `uid` is in the state
+                # with it and the spooled copy is skipped when it is written in.
+                self.degraded, self.reason = True, str(exc)
+        self._spool.add(results, limits, event, uid=uid)
         snapshots: dict[str, Snapshot] = {}
         recorded = []
         for result in results:
