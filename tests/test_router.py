@@ -1,10 +1,14 @@
-"""The library entry point makes the same choice as `start`, and records the same event."""
+"""The library entry points make the same choice as `start`, and record the same event."""
 
 from __future__ import annotations
+
+import sqlite3
 
 import pytest
 
 from voicefallback import SessionRouter, VoicefallbackError
+
+pytest_plugins = ["tests.conftest_live"]
 
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 
@@ -33,3 +37,79 @@ def test_router_refuses_unknown_models_like_start(config_file, db_file):
         pytest.raises(VoicefallbackError, match="unknown model 'openai:nope'"),
     ):
         router.choose("sim", "openai:nope")
+
+
+def test_sync_report_changes_what_the_next_choice_sees(config_file, db_file):
+    with SessionRouter(config=config_file, db=db_file) as router:
+        assert router.choose("s1", "openai:gpt-4o-mini").chosen == "openai:gpt-4o-mini"
+        report = router.report("openai:gpt-4o-mini", error="stalled", simulation_id="s1")
+        assert report.status == "unhealthy" and report.result.kind == "session"
+        # Taken out of rotation by real traffic, before any cron probe.
+        nxt = router.choose("s2", "openai:gpt-4o-mini")
+        assert nxt.chosen != "openai:gpt-4o-mini" and nxt.reason == "primary_unhealthy"
+        with pytest.raises(VoicefallbackError, match="--error: unknown kind 'slowish'"):
+            router.report("openai:gpt-4o-mini", error="slowish")
+
+
+def test_async_router_choose_report_and_reload(config_file, db_file):
+    import asyncio
+
+    from voicefallback import AsyncSessionRouter
+    from voicefallback.config import load_registry
+
+    async def session() -> None:
+        async with AsyncSessionRouter(config=config_file, db=db_file) as router:
+            outcomes = await asyncio.gather(
+                *(router.choose(f"sim-{i}", SONNET, opening_call=True) for i in range(8))
+            )
+            assert {o.chosen for o in outcomes} == {"openai:gpt-4o-mini"}
+            assert all(o.agent is not None and o.agent.ok for o in outcomes)
+            report = await router.report("openai:gpt-4o-mini", ttft_ms=2500, latency_ms=2600)
+            assert report.status == "slow"  # over the 1500 ms budget in real traffic
+            # models.toml edited: the router takes the new registry without a restart.
+            config_file.write_text(config_file.read_text().replace("gpt-4o-mini", "gpt-5-mini"))
+            router.reload(load_registry(config_file))
+            moved = await router.choose("sim-new", SONNET)
+            assert moved.chosen == "openai:gpt-5-mini"
+
+    asyncio.run(session())
+    with sqlite3.connect(db_file) as conn:
+        simulations = [row[0] for row in conn.execute("SELECT simulation_id FROM events")]
+    assert sorted(simulations) == sorted([f"sim-{i}" for i in range(8)] + ["sim-new"])
+
+
+def test_concurrent_choices_that_find_the_same_stale_model_share_one_probe(
+    fake_provider, config_file, db_file, monkeypatch
+):
+    import asyncio
+
+    from tests.conftest import write_config
+    from tests.fake_provider import KEY_ENV, KEYS
+    from voicefallback import AsyncSessionRouter
+
+    monkeypatch.setenv(KEY_ENV["openai"], KEYS["openai"])
+    write_config(
+        config_file,
+        f"""
+[settings]
+mode = "live"
+[providers.fake]
+type = "openai"
+base_url = "{fake_provider.url}/v1"
+api_key_env = "{KEY_ENV["openai"]}"
+[[models]]
+id = "fake:ttft-200"
+""",
+    )
+
+    async def ten_sessions() -> list[str | None]:
+        async with AsyncSessionRouter(config=config_file, db=db_file) as router:
+            outcomes = await asyncio.gather(
+                *(router.choose(f"s{i}", "fake:ttft-200") for i in range(10))
+            )
+            return [o.chosen for o in outcomes]
+
+    assert asyncio.run(ten_sessions()) == ["fake:ttft-200"] * 10
+    assert len(fake_provider.received("ttft-200")) == 1  # one probe, not ten
+    with sqlite3.connect(db_file) as conn:
+        assert conn.execute("SELECT count(*) FROM probes").fetchone() == (1,)

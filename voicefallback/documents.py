@@ -13,6 +13,7 @@ from voicefallback.config import Model, Registry, api_key, display_location
 from voicefallback.records import FallbackEvent, ProbeResult, StatusChange, iso
 
 if TYPE_CHECKING:
+    from voicefallback.evidence import SessionReport
     from voicefallback.probing import ProbedModel
     from voicefallback.reports import HealthReport, ModelHealth, ModelHistory
     from voicefallback.retention import PruneReport
@@ -228,4 +229,18 @@ def copy_json(report: CopyReport) -> dict[str, Any]:
         "from": report.source,
         "to": report.target,
         "copied": {names.get(table, table): rows for table, rows in report.copied.items()},
+    }
+
+
+def report_json(report: SessionReport) -> dict[str, Any]:
+    """`report --json`: the reported turn and the model's status after it."""
+    result = report.result
+    return {
+        "model": result.model,
+        "status": report.status,
+        "ok": report.status == "healthy",
+        "kind": result.kind,
+        "ttftMs": result.ttft_ms,
+        "latencyMs": result.latency_ms,
+        "error": result.error,
     }

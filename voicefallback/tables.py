@@ -139,6 +139,20 @@ def print_files(registry: Path | None, state: Path | str) -> None:
     console.print(f"[dim]state:    {_e(where)}[/]", overflow="fold")
 
 
+def print_report(document: dict[str, Any]) -> None:
+    """One line: the model, its status after the report, and what was reported."""
+    said = (
+        f"error {document['error']}"
+        if document["error"]
+        else f"first token {_ms(document['ttftMs'])}"
+        + (f", done {_ms(document['latencyMs'])}" if document["latencyMs"] is not None else "")
+    )
+    _console().print(
+        f"{_e(visible(document['model']))}: {_status(document['status'])} (session report: {said})",
+        overflow="fold",
+    )
+
+
 def print_probe_table(document: dict[str, Any]) -> None:
     rows = document["results"]
     columns = [

@@ -16,6 +16,7 @@ from voicefallback.cli import (  # noqa: F401 (registers)
     fallbacks,
     health,
     probe,
+    report,
     start,
     state,
 )

@@ -1,0 +1,180 @@
+"""`start --mode live` through the CLI against the fake provider: first-token budgets at work.
+
+Budgets here are 300 ms and timeout_s 10 s, so a decision that waited out a hanging model
+instead of abandoning it would show up as `timeout` rows (and a very slow test), not as the
+`over_budget` rows asserted below.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+from tests.fake_provider import KEY_ENV, KEYS, FakeProvider
+
+pytest_plugins = ["tests.conftest_live"]
+
+BUDGET_MS = 300
+
+
+@pytest.fixture
+def fake_registry(
+    fake_provider: FakeProvider, config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """The registry, made of fake-provider models (their names are the fake's directives)."""
+    monkeypatch.setenv(KEY_ENV["openai"], KEYS["openai"])
+    monkeypatch.setenv("VOICEFALLBACK_MODE", "live")
+    yield config_file
+
+
+def registry(path: Path, fake: FakeProvider, *names: str) -> None:
+    models = "".join(f'[[models]]\nid = "fake:{name}"\n' for name in names)
+    write_config(
+        path,
+        f"""
+[settings]
+mode = "live"
+timeout_s = 10
+ttft_budget_ms = {BUDGET_MS}
+[providers.fake]
+type = "openai"
+base_url = "{fake.url}/v1"
+api_key_env = "{KEY_ENV["openai"]}"
+{models}""",
+    )
+
+
+def history(db: Path) -> list[tuple[str, str, str | None]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT model, kind, error FROM probes ORDER BY id").fetchall()
+    return [(model.removeprefix("fake:"), kind, error) for model, kind, error in rows]
+
+
+def test_hanging_stale_candidates_are_abandoned_at_their_budget_all_at_once(
+    cli, fake_registry, fake_provider, db_file
+):
+    registry(fake_registry, fake_provider, "hang+a", "hang+b", "ttft-50")
+    result = cli("start", "--simulation-id", "s", "--primary", "fake:hang+a", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-50" and result.json["reason"] == "primary_unhealthy"
+    # The three were probed at once: each hanging one cut at its budget, not waited out.
+    assert sorted(history(db_file)[:3]) == [
+        ("hang+a", "probe", "over_budget"),
+        ("hang+b", "probe", "over_budget"),
+        ("ttft-50", "probe", None),
+    ]
+    assert history(db_file)[3] == ("ttft-50", "start", None)
+    events = cli("fallbacks", "--json").json["events"]
+    assert [(c["model"], c["error"]) for c in events[0]["candidates"]] == [
+        ("fake:hang+a", "over_budget"),
+        ("fake:hang+b", "over_budget"),
+    ]
+    # An abandoned probe is a transient failure, never a success and never misconfigured.
+    health = {m["model"]: m for m in cli("health", "--json").json["models"]}
+    assert health["fake:hang+a"]["status"] == "unhealthy"
+    assert health["fake:hang+a"]["lastError"] == "over_budget"
+
+
+def test_the_last_candidate_that_could_serve_is_not_cut_at_its_budget(
+    cli, fake_registry, fake_provider, db_file
+):
+    """A late answer beats no answer: the slow model is the last hope, so it gets timeout_s."""
+    registry(fake_registry, fake_provider, "hang+a", "ttft-600")
+    result = cli(
+        "start", "--simulation-id", "s", "--primary", "fake:hang+a", "--fallback", "fake:ttft-600",
+        "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-600"
+    assert result.json["agent"]["ttftMs"] >= 600
+    assert sorted(history(db_file)) == [
+        ("hang+a", "probe", "over_budget"),
+        ("ttft-600", "probe", None),
+        ("ttft-600", "start", None),
+    ]
+
+
+def test_an_opening_call_with_no_first_token_in_budget_moves_to_the_next_candidate(
+    cli, fake_registry, fake_provider, db_file
+):
+    """Both are known healthy from real sessions; the primary's opening call is too slow."""
+    registry(fake_registry, fake_provider, "ttft-900", "ttft-50")
+    for model in ("fake:ttft-900", "fake:ttft-50"):
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    result = cli("start", "--simulation-id", "s", "--primary", "fake:ttft-900", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-50"
+    assert result.json["reason"] == "primary_failed_at_start"
+    assert history(db_file)[2:] == [
+        ("ttft-900", "start", "over_budget"),
+        ("ttft-50", "start", None),
+    ]
+    event = cli("fallbacks", "--json").json["events"][0]
+    assert event["candidates"] == [
+        {"model": "fake:ttft-900", "status": "unhealthy", "error": "over_budget"}
+    ]
+    # No probe was sent: fresh evidence was enough.
+    assert [r.model for r in fake_provider.received()] == ["ttft-900", "ttft-50"]
+
+
+def test_the_only_candidate_keeps_timeout_s_for_its_opening_call(
+    cli, fake_registry, fake_provider, db_file
+):
+    registry(fake_registry, fake_provider, "ttft-600")
+    assert cli("report", "fake:ttft-600", "--ttft-ms", "100").exit_code == 0
+    model = "fake:ttft-600"
+    result = cli("start", "--simulation-id", "s", "--primary", model, "--fallback", model, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == model and result.json["usedFallback"] is False
+    assert result.json["agent"]["ttftMs"] >= 600
+
+
+def test_live_probe_through_the_cli(cli, fake_registry, fake_provider, db_file):
+    registry(fake_registry, fake_provider, "ttft-50", "status-503", "status-401")
+    result = cli("probe", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.json["mode"] == "live"
+    assert [(r["model"], r["status"], r["error"]) for r in result.json["results"]] == [
+        ("fake:ttft-50", "healthy", None),
+        ("fake:status-503", "unhealthy", "overloaded"),
+        ("fake:status-401", "misconfigured", "auth"),
+    ]
+    # A probe has no budget to cut it: it measures.
+    assert {r.model for r in fake_provider.received()} == {"ttft-50", "status-503", "status-401"}
+
+
+def test_ctrl_c_during_a_live_probe_exits_130_at_once_and_keeps_what_finished(
+    fake_registry, fake_provider, db_file
+):
+    registry(fake_registry, fake_provider, "ttft-50", "hang")
+    env = os.environ | {"VOICEFALLBACK_CONFIG": str(fake_registry)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "voicefallback", "probe", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while len(fake_provider.received()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # ttft-50 has answered; "hang" never will
+    process.send_signal(signal.SIGINT)
+    # Waiting out the hanging call would take timeout_s (10 s): it must not.
+    out, err = process.communicate(timeout=5)
+
+    assert process.returncode == 130, err
+    assert out == "" and err.strip().endswith("interrupted") and "Traceback" not in err
+    assert history(db_file) == [("ttft-50", "probe", None)]
