@@ -1,6 +1,6 @@
 """Stress one state file from many processes at once and check that nothing was lost.
 
-Not part of the test run (tests/test_concurrency.py is the small version). It starts, all at
+Not part of the test run (tests/test_store_concurrency.py is the small version). It starts, all at
 the same moment and on a brand-new state file:
 
 - STARTERS processes, each running `start` OPS times (half on a primary that is down in the

@@ -356,7 +356,7 @@ class SQLStore:
 
     # -- reads for health explanations, history and metrics -------------------------------
     # Each one walks an index backwards under a LIMIT, or reads a table of a few rows, so its
-    # cost does not grow with the history (tests/test_operations_store.py checks the plans).
+    # cost does not grow with the history (tests/test_store_base.py checks the plans).
 
     def recent_calls(
         self, model: str, *, limit: int, since: datetime | None = None

@@ -1,5 +1,5 @@
 """Hostile input against an existing state file: exit 2, one line naming what and where, and
-the file byte-for-byte as it was. (test_config.py and test_start.py check the messages of
+the file byte-for-byte as it was. (test_config.py and test_cli_start.py check the messages of
 many of these cases on a missing state file; here the state file exists.)
 """
 

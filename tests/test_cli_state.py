@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.pg_server import PASSWORD, rows
-from tests.test_postgres import normalized
+from tests.test_store_postgres import normalized
 
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 READS = [("health", "--json"), ("fallbacks", "--json"), ("health", "--history", SONNET, "--json")]
