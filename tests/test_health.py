@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from voicefallback.config import Thresholds
-from voicefallback.health import apply_probe, status_of
+from voicefallback.health import apply_probe, is_news, status_of
 from voicefallback.records import ProbeResult, Snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -100,3 +100,10 @@ def test_counters_and_status_since():
     snapshot = apply_probe(snapshot, fail(at=later + timedelta(seconds=6)), LIMITS)
     assert snapshot.last_status == "unhealthy"
     assert snapshot.status_since == later + timedelta(seconds=6)
+
+
+def test_what_is_news_for_cron():
+    assert not is_news("healthy", "healthy")
+    assert not is_news(None, "healthy")
+    assert is_news(None, "unhealthy")
+    assert is_news("healthy", "slow") and is_news("unhealthy", "healthy")
