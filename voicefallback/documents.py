@@ -176,6 +176,8 @@ def start_json(outcome: StartOutcome) -> dict[str, Any]:
         "fallbackSource": outcome.fallback_source,
         "reason": outcome.reason,
     }
+    if outcome.degraded:  # only then: otherwise the document is exactly SPEC's
+        document["degraded"] = True
     if outcome.chosen is None:
         document["error"] = outcome.error
         document["candidates"] = [c.as_json() for c in outcome.candidates]

@@ -91,7 +91,10 @@ async def route_session(
         request.primary, request.fallbacks, [m.id for m in registry.models]
     )
     models = {model_id: registry.require(model_id, "start") for model_id in order}
-    snapshots: dict[str, Snapshot | None] = dict(await state.run(lambda s: s.snapshots(order)))
+    # With the state out of reach this reads nothing and the decision rests on just-in-time
+    # probes alone; the writes below then wait in the local spool ("degraded").
+    found, degraded = await state.run_session(lambda s: s.snapshots(order))
+    snapshots: dict[str, Snapshot | None] = dict(found)
     now = clock()
     verdicts: dict[str, Candidate] = {}
     for model_id in order:
@@ -193,7 +196,10 @@ async def route_session(
         )
     if calls or event is not None:
         limits = {m.id: m.thresholds for m in registry.models}
-        await state.run(lambda s: s.record(calls, limits, event, update=apply_probe))
+        _, lost = await state.run_session(
+            lambda s: s.record(calls, limits, event, update=apply_probe)
+        )
+        degraded = degraded or lost
     return StartOutcome(
         request=request,
         chosen=choice.chosen,
@@ -203,6 +209,7 @@ async def route_session(
         event=event,
         candidates=choice.passed_over,
         error=error,
+        degraded=degraded,
     )
 
 

@@ -32,6 +32,9 @@ class StartOutcome:
     event: FallbackEvent | None
     candidates: list[Candidate]
     error: str | None
+    # The state database was out of reach: decided by just-in-time probes alone, writes
+    # spooled locally. Why (one line naming the host, never a password), else None.
+    degraded: str | None = None
 
     @property
     def used_fallback(self) -> bool:

@@ -82,6 +82,11 @@ def start(
         chosen_mode = resolve_mode(mode, registry)
         outcome = asyncio.run(start_session(registry, db_path(db), chosen_mode, request))
         document = documents.start_json(outcome)
+    if outcome.degraded:
+        tables.print_notice(
+            f"degraded: {outcome.degraded}; decided by just-in-time probes, writes spooled"
+            " until the state is back"
+        )
     if json:
         print_json(document)
     else:

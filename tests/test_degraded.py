@@ -1,0 +1,104 @@
+"""The state database going away never stops a session: `start` decides by just-in-time
+probes, says so, spools its writes, and the next command that writes puts them in once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.pg_server import PASSWORD, PostgresServer, rows
+
+SONNET = "anthropic:claude-3-5-sonnet-latest"
+START_A = ("start", "--simulation-id", "sim-auto", "--primary", SONNET, "--json")
+START_B = (
+    "start",
+    "--simulation-id",
+    "sim-caller",
+    "--primary",
+    SONNET,
+    "--fallback",
+    "openai:gpt-4o",
+    "--json",
+)
+
+
+def spooled(isolated: Path) -> list[Path]:
+    spool = isolated.parent / "home" / ".local" / "state" / "voicefallback" / "spool"
+    return sorted(spool.glob("*/*.json"))
+
+
+@pytest.fixture
+def down(pg_server: PostgresServer):
+    """The server stopped for the test's first part; `down()` brings it back."""
+    pg_server.stop()
+    state = {"up": False}
+
+    def back() -> None:
+        pg_server.start()
+        state["up"] = True
+
+    try:
+        yield back
+    finally:
+        if not state["up"]:
+            pg_server.start()
+
+
+def test_start_without_its_database_decides_and_spools_then_it_is_written_in_once(
+    cli, pg_url, monkeypatch, isolated, pg_server, down
+):
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    # (the fixture stopped the server before the schema existed: the writer creates it later)
+    a = cli(*START_A)
+    assert a.exit_code == 0, a.stderr
+    assert a.json["degraded"] is True and a.json["chosen"] == "openai:gpt-4o-mini"
+    assert a.json["usedFallback"] is True and a.json["agent"]["ok"] is True
+    assert a.stderr.count("\n") == 1 and "degraded" in a.stderr
+    assert "127.0.0.1" in a.stderr and PASSWORD not in a.stderr
+    b = cli(*START_B)
+    assert b.exit_code == 0 and b.json["chosen"] == "openai:gpt-4o" and b.json["degraded"]
+    entries = spooled(isolated)
+    assert len(entries) == 2
+    assert all(PASSWORD not in p.read_text() for p in entries)
+    calls = [
+        (call["model"], call["kind"], call["at"])
+        for entry in entries
+        for call in json.loads(entry.read_text())["results"]
+    ]
+    assert ("openai:gpt-4o-mini", "start") in [c[:2] for c in calls]
+
+    # Readers still say the database is out of reach (exit 2), and write nothing.
+    assert cli("fallbacks", "--json").exit_code == 2
+
+    down()  # the server is back
+    healthy = cli("start", "--simulation-id", "back", "--primary", "openai:gpt-4o-mini", "--json")
+    assert healthy.exit_code == 0 and "degraded" not in healthy.json and healthy.stderr == ""
+    assert spooled(isolated) == []
+    events = cli("fallbacks", "--json").json["events"]
+    assert [e["simulationId"] for e in events] == ["sim-caller", "sim-auto"]
+    # Every call made while it was down is in history exactly once.
+    history = Counter(rows(pg_url, "SELECT model, kind, at FROM probes"))
+    assert all(history[call] == 1 for call in calls), (calls, history)
+    assert rows(pg_url, "SELECT reason, count FROM event_counts") == [("primary_unhealthy", 2)]
+
+
+def test_a_spool_entry_found_again_after_it_was_written_in_is_not_written_twice(
+    cli, pg_url, monkeypatch, isolated, pg_server, down, tmp_path
+):
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    assert cli(*START_A).json["degraded"] is True
+    [entry] = spooled(isolated)
+    kept = tmp_path / "kept.json"
+    shutil.copy(entry, kept)
+    down()
+    assert cli("probe", "--json").exit_code == 0  # writes the spool in
+    assert spooled(isolated) == []
+    shutil.copy(kept, entry)  # as if a crash came between the commit and the unlink
+    assert cli("probe", "--json").exit_code == 0
+    assert spooled(isolated) == []
+    assert rows(pg_url, "SELECT simulation_id FROM events") == [("sim-auto",)]
+    assert rows(pg_url, "SELECT count(*) FROM spool_applied") == [(1,)]
