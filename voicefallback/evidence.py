@@ -9,10 +9,10 @@ from voicefallback.config import Registry
 from voicefallback.errors import InputError
 from voicefallback.health import apply_probe, status_of
 from voicefallback.records import ERROR_KINDS, ErrorKind, ProbeResult, Status
+from voicefallback.sessions import check_simulation_id
 from voicefallback.store import Store
 
 MAX_REPORTED_MS = 24 * 3600 * 1000  # a day: anything longer is a unit mistake, not a turn
-MAX_SIMULATION_ID = 256
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,8 @@ def session_result(
     if ttft_ms is not None and latency_ms is not None and latency_ms < ttft_ms:
         raise InputError(f"--latency-ms: {latency_ms} is less than --ttft-ms {ttft_ms}")
     kind = _error_kind(error) if error is not None else None
-    if simulation_id is not None and (
-        not simulation_id.strip()
-        or len(simulation_id) > MAX_SIMULATION_ID
-        or not simulation_id.isprintable()  # control and bidi characters are not printable
-    ):
-        raise InputError(
-            f"--simulation-id: at most {MAX_SIMULATION_ID} printable characters, not blank"
-        )
+    if simulation_id is not None:
+        check_simulation_id(simulation_id, "--simulation-id")
     said = f"session {simulation_id}" if simulation_id else "session"
     return ProbeResult(
         model=model_id,
