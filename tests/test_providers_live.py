@@ -79,9 +79,10 @@ def test_latency_runs_to_the_end_of_the_stream(live: Rig, kind: str) -> None:
     result, _ = live.probe(kind, "ttft-100+tokens-4+gap-100")
 
     assert result.ok
-    # Four tokens 100 ms apart: the first token is one gap or more before the end.
+    # The fake sends the first token at 100 ms and the last at 400 ms (lower bounds only: a
+    # loaded machine may deliver later, never sooner).
     assert result.ttft_ms is not None and result.ttft_ms >= 100
-    assert result.latency_ms is not None and result.latency_ms >= result.ttft_ms + 300
+    assert result.latency_ms is not None and result.latency_ms >= 400 > result.ttft_ms
 
 
 STATUS_CASES = [
