@@ -82,7 +82,7 @@ def test_latency_runs_to_the_end_of_the_stream(live: Rig, kind: str) -> None:
     # The fake sends the first token at 100 ms and the last at 400 ms (lower bounds only: a
     # loaded machine may deliver later, never sooner).
     assert result.ttft_ms is not None and result.ttft_ms >= 100
-    assert result.latency_ms is not None and result.latency_ms >= 400 > result.ttft_ms
+    assert result.latency_ms is not None and result.latency_ms >= 400
 
 
 STATUS_CASES = [
