@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import threading
 import time
 from typing import Any
 
@@ -514,3 +515,31 @@ def test_fifty_concurrent_streams_are_measured_faithfully(
     assert len(ttfts) == 50 and min(ttfts) >= 200
     assert statistics.median(ttfts) <= 250
     assert len(fake_provider.received()) == 50
+
+
+@both
+def test_sdk_client_is_built_off_the_event_loop_and_works_on_it(
+    kind: str, fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building the client loads TLS certificates (tens of ms): on the loop it would stall a
+    # voice worker's audio at a router's first call, and again after every reload.
+    monkeypatch.setenv(KEY_ENV[kind], KEYS[kind])
+    provider = provider_for(fake_provider, kind)
+    base = AnthropicAdapter if kind == "anthropic" else OpenAIAdapter
+    built_on: list[int] = []
+
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def _build(self, key: str) -> Any:
+            built_on.append(threading.get_ident())
+            return super()._build(key)
+
+    async def first_use() -> tuple[int, ProbeResult]:
+        adapter = Watched(provider)
+        try:
+            return threading.get_ident(), await adapter.probe(model_for(provider, "ok"))
+        finally:
+            await adapter.aclose()
+
+    loop_thread, result = asyncio.run(first_use())
+    assert result.ok, result.message
+    assert len(built_on) == 1 and built_on[0] != loop_thread

@@ -16,7 +16,7 @@ class AnthropicAdapter(live.LiveAdapter):
     sdk = "anthropic"
     proper_end = "message_stop"
 
-    async def _build(self, key: str) -> Any:
+    def _build(self, key: str) -> Any:
         import anthropic
 
         http = anthropic.DefaultAsyncHttpxClient(event_hooks={"request": [live.stamp_send]})

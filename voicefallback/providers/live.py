@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import time
 from collections.abc import Coroutine, Mapping
@@ -62,15 +61,15 @@ class LiveAdapter:
     async def prepare(self) -> None:
         """Build the SDK client once, however many calls ask at the same time.
 
-        The SDK is imported on a worker thread: a second of CPU that would otherwise stall the
-        caller's event loop (a voice worker's audio) and be timed as provider latency.
+        The SDK is imported and the client built on a worker thread: importing is a second of
+        CPU, and building loads TLS certificates (tens of ms); on the caller's event loop
+        either would stall a voice worker's audio and be timed as provider latency.
         """
         async with self._building:
             if self._client is not None or self._key is None or self._unusable is not None:
                 return
             try:
-                await asyncio.to_thread(importlib.import_module, self.sdk)
-                self._client = await self._build(self._key)
+                self._client = await asyncio.to_thread(self._build, self._key)
             except Exception as exc:
                 failure = Failure("bad_request", f"cannot build the {self.sdk} client: {exc}")
                 self._unusable = failure
@@ -95,8 +94,9 @@ class LiveAdapter:
 
     # -- for subclasses -------------------------------------------------------------------
 
-    async def _build(self, key: str) -> Any:
-        """The SDK client, with `stamp_send` as its request hook."""
+    def _build(self, key: str) -> Any:
+        """The SDK client, with `stamp_send` as its request hook (on a worker thread: it
+        must not touch the event loop)."""
         raise NotImplementedError
 
     async def _stream(self, call: Call, system: str | None, prompt: str, limit: int) -> None:

@@ -28,7 +28,7 @@ class OpenAIAdapter(live.LiveAdapter):
         self._no_stream_options: set[str] = set()
         super().__init__(provider)
 
-    async def _build(self, key: str) -> Any:
+    def _build(self, key: str) -> Any:
         import openai
 
         http = openai.DefaultAsyncHttpxClient(event_hooks={"request": [live.stamp_send]})
