@@ -12,6 +12,7 @@ Directives:
   tokens-N / gap-N      N content tokens / N ms between tokens
   status-C[-retry-S]    HTTP status C with the provider's JSON error body [and Retry-After: S]
   status-C-html         HTTP status C with an HTML body, as a gateway would send
+  status-C-detail       HTTP status C with {"detail": "Not Found"}, as FastAPI servers send
   hang                  read the request, never answer
   reset-before-headers  read the request, then reset the connection
   cut-mid-stream        send two tokens, then reset the connection
@@ -82,6 +83,7 @@ class Plan:
     status: int | None = None
     retry_after: str | None = None
     html: bool = False
+    detail: bool = False  # a FastAPI-style {"detail": ...} body (vLLM, proxies)
     mode: str = "ok"
     flags: set[str] = field(default_factory=set)
     rejects: set[str] = field(default_factory=set)
@@ -107,6 +109,7 @@ class Plan:
                 if len(pieces) >= 4 and pieces[2] == "retry":
                     plan.retry_after = pieces[3]
                 plan.html = "html" in pieces[2:]
+                plan.detail = "detail" in pieces[2:]
             elif part in (
                 "hang",
                 "reset-before-headers",
@@ -262,6 +265,9 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.html:
             page = f"<html><body><h1>{plan.status} Bad Gateway</h1></body></html>".encode()
             self._send(plan.status, "text/html", page, extra)
+            return
+        if plan.detail:
+            self._json(plan.status, {"detail": "Not Found"}, extra)
             return
         self._json(plan.status, dialect.error_body(plan.status, None), extra)
 

@@ -543,3 +543,11 @@ def test_sdk_client_is_built_off_the_event_loop_and_works_on_it(
     loop_thread, result = asyncio.run(first_use())
     assert result.ok, result.message
     assert len(built_on) == 1 and built_on[0] != loop_thread
+
+
+@both
+def test_a_fastapi_style_detail_is_kept_as_the_message(live: Rig, kind: str) -> None:
+    """vLLM and proxies answer {"detail": "Not Found"}: the server's words, not the SDK's."""
+    result, _ = live.probe(kind, "status-404-detail")
+    assert result.error == "not_found" and result.http_status == 404
+    assert result.message == "HTTP 404: Not Found"

@@ -6,7 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicefallback.providers import live
-from voicefallback.providers.classify import Incomplete, StreamError, error_event_kind
+from voicefallback.providers.classify import (
+    Incomplete,
+    StreamError,
+    body_message,
+    error_event_kind,
+)
 from voicefallback.providers.sse import json_object, sse_events
 
 
@@ -86,9 +91,7 @@ class AnthropicAdapter(live.LiveAdapter):
         message = getattr(exc, "api_message", None)  # error.message of the response body
         if isinstance(message, str) and message:
             return message
-        if isinstance(exc.body, str) and exc.body.strip():
-            return exc.body.strip()
-        return str(exc.message)
+        return body_message(exc.body, str(exc.message))
 
 
 def _stream_error(event: Mapping[str, Any]) -> StreamError:

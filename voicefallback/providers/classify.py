@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -127,3 +128,21 @@ def one_line(text: str, secrets: Sequence[str] = ()) -> str:
     and short enough for a table cell and a history row."""
     flat = " ".join(redact(text, secrets).split())
     return flat if len(flat) <= MESSAGE_LIMIT else flat[: MESSAGE_LIMIT - 1] + "…"
+
+
+def body_message(body: object, fallback: str) -> str:
+    """What the server said in an error body the SDK kept: OpenAI and Anthropic put it in
+    "message", FastAPI-style servers (vLLM, proxies) in "detail"; else the body itself."""
+    if isinstance(body, Mapping):
+        error = body.get("error")
+        if isinstance(error, Mapping):
+            body = error
+        for key in ("message", "detail", "error"):
+            value = body.get(key)
+            if isinstance(value, str) and value.strip():
+                return value.strip()
+        if body:
+            return json.dumps(body, ensure_ascii=False, default=str)
+    if isinstance(body, str) and body.strip():
+        return body.strip()
+    return fallback

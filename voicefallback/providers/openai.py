@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from voicefallback.config import Provider
 from voicefallback.providers import live
-from voicefallback.providers.classify import Incomplete, StreamError, error_event_kind
+from voicefallback.providers.classify import (
+    Incomplete,
+    StreamError,
+    body_message,
+    error_event_kind,
+)
 from voicefallback.providers.sse import json_object, sse_events
 
 
@@ -110,17 +114,7 @@ class OpenAIAdapter(live.LiveAdapter):
         return openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError
 
     def _status_message(self, exc: Any) -> str:
-        body = exc.body  # the SDK keeps the "error" object of the response body, or all of it
-        if isinstance(body, Mapping):
-            # OpenAI says "message"; FastAPI-style servers (vLLM, proxies) say "detail".
-            for key in ("message", "detail", "error"):
-                if isinstance(body.get(key), str) and body[key].strip():
-                    return str(body[key]).strip()
-            if body:
-                return json.dumps(body, ensure_ascii=False, default=str)
-        if isinstance(body, str) and body.strip():
-            return body.strip()
-        return str(exc.message)
+        return body_message(exc.body, str(exc.message))  # the SDK keeps the "error" object
 
 
 _OTHER_LIMIT = {"max_completion_tokens": "max_tokens", "max_tokens": "max_completion_tokens"}
