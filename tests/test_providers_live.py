@@ -24,11 +24,11 @@ from tests.fake_provider import (
     model_for,
     provider_for,
 )
-from voicefallback.config import Provider
+from voicefallback.config import Model, Provider
 from voicefallback.providers import Adapters
 from voicefallback.providers.anthropic import AnthropicAdapter
 from voicefallback.providers.openai import OpenAIAdapter
-from voicefallback.records import ERROR_KINDS, ProbeResult
+from voicefallback.records import ERROR_KINDS, ProbeResult, utcnow
 
 pytest_plugins = ["tests.conftest_live"]
 both = pytest.mark.parametrize("kind", KINDS)
@@ -551,3 +551,59 @@ def test_a_fastapi_style_detail_is_kept_as_the_message(live: Rig, kind: str) -> 
     result, _ = live.probe(kind, "status-404-detail")
     assert result.error == "not_found" and result.http_status == 404
     assert result.message == "HTTP 404: Not Found"
+
+
+def test_concurrent_calls_start_in_turns_so_the_loop_runs_between_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 50 calls made at once must not all start in one pass of the event loop: each start is
+    # CPU work (the SDK building a request), and a voice worker's audio waits for the pass.
+    passes = 0
+    started_in_pass: list[int] = []
+
+    class Recording:
+        async def prepare(self) -> None:
+            pass
+
+        async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+            started_in_pass.append(passes)
+            await asyncio.sleep(0.01)
+            return ProbeResult(model.id, True, utcnow(), 10, 10)
+
+        async def open_session(
+            self, model: Model, request: Any, *, first_token_s: float | None = None
+        ) -> ProbeResult:
+            started_in_pass.append(passes)
+            await asyncio.sleep(0.01)
+            return ProbeResult(model.id, True, utcnow(), 10, 10, kind="start", text="Hi")
+
+        async def aclose(self) -> None:
+            pass
+
+    monkeypatch.setattr("voicefallback.providers._build", lambda provider, mode: Recording())
+    provider = Provider(name="p", type="openai", api_key_env=None, base_url="http://127.0.0.1:9")
+    models = [model_for(provider, f"m{i}") for i in range(50)]
+
+    async def at_once() -> list[ProbeResult]:
+        nonlocal passes
+        done = False
+
+        async def count_passes() -> None:
+            nonlocal passes
+            while not done:
+                await asyncio.sleep(0)  # resumes once per pass of the loop
+                passes += 1
+
+        counter = asyncio.ensure_future(count_passes())
+        async with Adapters("live") as adapters:
+            calls = [adapters.probe(m) for m in models[:25]]
+            calls += [adapters.open_session(m, REQUEST) for m in models[25:]]
+            results = list(await asyncio.gather(*calls))
+        done = True
+        await counter
+        return results
+
+    results = asyncio.run(at_once())
+    assert all(r.ok for r in results) and len(results) == 50
+    assert len(started_in_pass) == 50
+    assert len(set(started_in_pass)) == 50, "several calls started in one pass of the loop"

@@ -61,10 +61,24 @@ class Adapters:
         self._secrets = secrets_from_env(key_env_names)
         self._built: dict[str, Adapter] = {}
         self._slots = asyncio.Semaphore(concurrency)
+        self._gate = asyncio.Lock()
+
+    async def _turn(self) -> None:
+        """Wait for this call's turn to start: one call starts per pass of the event loop.
+
+        Starting a live call (the SDK building the request, the connection pool finding it a
+        connection) is ~1 ms of CPU before its first wait; 50 calls made at once would all
+        start in one pass, stalling everything else on the loop (a voice worker's audio) for
+        tens of ms. Taken in turns, other tasks run between two starts, and the last call
+        starts no later than it would have.
+        """
+        async with self._gate:
+            await asyncio.sleep(0)
 
     async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
         adapter = await self.for_model(model)
         async with self._slots:
+            await self._turn()
             return self._redacted(await adapter.probe(model, first_token_s=first_token_s))
 
     async def open_session(
@@ -72,6 +86,7 @@ class Adapters:
     ) -> ProbeResult:
         adapter = await self.for_model(model)
         async with self._slots:
+            await self._turn()
             result = await adapter.open_session(model, request, first_token_s=first_token_s)
         return self._redacted(result)
 
