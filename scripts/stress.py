@@ -23,6 +23,11 @@ process for every command instead. Then it checks the file:
 
     python scripts/stress.py                       # 16 starters x 150 starts, about 30 s
     python scripts/stress.py --starters 32 --ops 300
+    python scripts/stress.py --postgres --ops 100  # the same on a throwaway PostgreSQL server
+
+With `--postgres` (or `--db postgresql://…`, an empty database) the state is a PostgreSQL
+database instead, and it also counts the server's connections from voicefallback while the
+load runs: at most one per process.
 """
 
 from __future__ import annotations
@@ -34,12 +39,16 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/pg_server.py: the throwaway server
 SHIPPED_CONFIG = REPO / "models.toml"
 DOWN = "anthropic:claude-3-5-sonnet-latest"  # fails every call in the shipped stub registry
 UP = "openai:gpt-4o-mini"
@@ -119,11 +128,28 @@ def run_worker(
     return lines, done.stderr
 
 
-def replay(conn: sqlite3.Connection, model: str) -> tuple[int, int]:
+Query = Callable[..., list[tuple[Any, ...]]]
+
+
+def querying(location: Path | str) -> tuple[Query, Callable[[], None]]:
+    """Run SQL (`?` placeholders) on the state, SQLite file or PostgreSQL URL; and a closer."""
+    if isinstance(location, str):
+        import psycopg
+
+        pg = psycopg.connect(location, autocommit=True)
+        return (
+            lambda sql, params=(): list(pg.execute(sql.replace("?", "%s"), params).fetchall()),
+            pg.close,
+        )
+    conn = sqlite3.connect(location)
+    return lambda sql, params=(): list(conn.execute(sql, params).fetchall()), conn.close
+
+
+def replay(query: Query, model: str) -> tuple[int, int]:
     """The counters a model's history implies, replayed in commit order."""
     failures = successes = 0
     latest = ""
-    for at, ok in conn.execute("SELECT at, ok FROM probes WHERE model = ? ORDER BY id", (model,)):
+    for at, ok in query("SELECT at, ok FROM probes WHERE model = ? ORDER BY id", (model,)):
         if at < latest:
             continue
         latest = at
@@ -131,25 +157,25 @@ def replay(conn: sqlite3.Connection, model: str) -> tuple[int, int]:
     return failures, successes
 
 
-def check(db: Path, args: argparse.Namespace) -> dict[str, object]:
-    conn = sqlite3.connect(db)
+def check(db: Path | str, args: argparse.Namespace) -> dict[str, object]:
+    query, close = querying(db)
     try:
-        events = Counter(sim for (sim,) in conn.execute("SELECT simulation_id FROM events"))
+        events = Counter(sim for (sim,) in query("SELECT simulation_id FROM events"))
         expected = {
             f"w{w}-{n}" for w in range(args.starters) if w % 2 == 0 for n in range(args.ops)
         }
-        calls = dict(conn.execute("SELECT model, count(*) FROM probes GROUP BY model"))
-        kinds = dict(conn.execute("SELECT kind, count(*) FROM probes GROUP BY kind"))
+        calls = dict(query("SELECT model, count(*) FROM probes GROUP BY model"))
+        kinds = dict(query("SELECT kind, count(*) FROM probes GROUP BY kind"))
         counters = {
             model: (failures, successes)
-            for model, failures, successes in conn.execute(
+            for model, failures, successes in query(
                 "SELECT model, consecutive_failures, consecutive_successes FROM snapshots"
             )
         }
-        replayed = {model: replay(conn, model) for model in counters}
-        migrations = conn.execute(
+        replayed = {model: replay(query, model) for model in counters}
+        migrations = query(
             "SELECT number, count(*) FROM migrations GROUP BY number ORDER BY number"
-        ).fetchall()
+        )
         return {
             "events": sum(events.values()),
             "events_expected": len(expected),
@@ -160,10 +186,25 @@ def check(db: Path, args: argparse.Namespace) -> dict[str, object]:
             "probe_rows_by_kind": kinds,
             "snapshot_counters_match_history": counters == replayed,
             "migrations_applied_once": all(count == 1 for _, count in migrations),
-            "integrity": conn.execute("PRAGMA integrity_check").fetchone()[0],
+            "integrity": ("ok" if isinstance(db, str) else query("PRAGMA integrity_check")[0][0]),
         }
     finally:
-        conn.close()
+        close()
+
+
+def watch_connections(url: str, stop: threading.Event) -> dict[str, int]:
+    """The most connections voicefallback held on the server at once, while the load ran."""
+    import psycopg
+
+    peak = {"connections": 0}
+    with psycopg.connect(url, autocommit=True) as conn:
+        while not stop.is_set():
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'voicefallback'"
+            ).fetchone()
+            peak["connections"] = max(peak["connections"], int(row[0]) if row else 0)
+            stop.wait(0.02)
+    return peak
 
 
 def main() -> int:
@@ -174,12 +215,28 @@ def main() -> int:
     parser.add_argument("--readers", type=int, default=4)
     parser.add_argument("--process-per-op", action="store_true", help="a new process per command")
     parser.add_argument("--keep", action="store_true", help="keep the state file and print where")
+    parser.add_argument("--postgres", action="store_true", help="on a throwaway PostgreSQL server")
+    parser.add_argument("--db", help="on this (empty) postgresql:// database instead")
     args = parser.parse_args()
 
+    server = None
+    if args.postgres and args.db is None:
+        from tests.pg_server import PostgresServer
+
+        server = PostgresServer(fsync=True)
+        args.db = server.new_database()
+    try:
+        return run(args)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="voicefallback-stress-"))
     config = work / "models.toml"
     shutil.copy(SHIPPED_CONFIG, config)
-    db = work / "state" / "state.db"
+    db: Path | str = args.db or work / "state" / "state.db"
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(work),
@@ -188,9 +245,13 @@ def main() -> int:
     }
     workers = plan(args)
     go = time.time() + 2.0 + 0.05 * len(workers)  # every worker started and waiting by then
-    with ThreadPoolExecutor(max_workers=len(workers)) as pool:
+    stop = threading.Event()
+    with ThreadPoolExecutor(max_workers=len(workers) + 1) as pool:
+        watcher = pool.submit(watch_connections, db, stop) if isinstance(db, str) else None
         jobs = [pool.submit(run_worker, w, env, go, args.process_per_op) for w in workers]
         outcomes = [job.result() for job in jobs]
+        stop.set()
+        peak = watcher.result()["connections"] if watcher is not None else None
     elapsed = time.time() - go  # from the moment every worker was let go
 
     by_command: Counter[str] = Counter()
@@ -217,6 +278,8 @@ def main() -> int:
         "stderr_lines": len(stderr.splitlines()),
         "database_is_locked": stderr.lower().count("database is locked"),
         "fallbacks_listings_out_of_order": unordered,
+        "state": "postgresql" if isinstance(db, str) else "sqlite",
+        "peak_server_connections": peak,
         **facts,
     }
     print(json.dumps(report, indent=2))
@@ -233,6 +296,7 @@ def main() -> int:
         and facts["snapshot_counters_match_history"]
         and facts["migrations_applied_once"]
         and facts["integrity"] == "ok"
+        and (peak is None or peak <= len(workers))  # at most one per process
     )
     print("OK" if ok else "FAILED", file=sys.stderr)
     if args.keep:
