@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import SHIPPED_CONFIG
 
 SDKS = ["openai", "anthropic", "httpx", "httpx2", "pydantic"]
+WEB = ["fastapi", "starlette", "uvicorn"]  # `serve` alone imports them
 REPORT = """
 import json, sys
 from voicefallback.cli import main
@@ -56,8 +57,8 @@ def imported(args: list[str], watched: list[str], env: dict[str, str]) -> list[s
     "args",
     [["health", "--json"], ["fallbacks", "--json"], ["probe", "--json"], [*START, "--json"]],
 )
-def test_stub_and_read_commands_import_no_provider_sdk(args, tmp_path):
-    assert imported(args, SDKS, environment(tmp_path)) == []
+def test_stub_and_read_commands_import_no_provider_sdk_nor_the_web_stack(args, tmp_path):
+    assert imported(args, [*SDKS, *WEB], environment(tmp_path)) == []
 
 
 @pytest.mark.parametrize(

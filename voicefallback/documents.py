@@ -21,9 +21,15 @@ if TYPE_CHECKING:
     from voicefallback.store.copy import CopyReport
 
 
+def json_text(document: dict[str, Any]) -> str:
+    """The one rendering of a document: stdout for the CLI, the body for the HTTP API.
+
+    allow_nan=False: strict JSON or nothing (inputs refuse non-finite numbers up front)."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def print_json(document: dict[str, Any]) -> None:
-    # allow_nan=False: strict JSON or nothing (inputs refuse non-finite numbers up front).
-    sys.stdout.write(json.dumps(document, ensure_ascii=False, allow_nan=False) + "\n")
+    sys.stdout.write(json_text(document))
     sys.stdout.flush()
 
 

@@ -141,3 +141,13 @@ class StatusChange:
     from_status: Status | None
     to_status: Status
     error: ErrorKind | None = None  # the call's error kind, when it failed
+
+
+@dataclass(frozen=True)
+class TtftBucket:
+    """A model's calls in one slice of time: the status page's first-token sparkline."""
+
+    start: datetime
+    calls: int
+    successes: int
+    ttft_ms: int | None  # mean first-token time of the successes; None: none succeeded

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from voicefallback.config import Model
 from voicefallback.health import status_of
-from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange
+from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange, TtftBucket
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
 from voicefallback.store import Store, open_store
 
@@ -109,3 +109,53 @@ def fallback_events(
     """`fallbacks`: events newest first, straight from the state file."""
     with open_store(db, write=False) as store:
         return store.events(simulation_id, since, limit)
+
+
+# The status page: TTFT percentiles over the last hour (at most this many calls), success
+# rates over OpenRouter's public windows, a 24 h first-token sparkline in 15-minute slices.
+BOARD_WINDOW = Window(calls=1000, span_s=3600.0)
+SUCCESS_SPANS_S = (300.0, 3600.0, 86400.0)
+SERIES_SPAN_S = 86400.0
+SERIES_BUCKET_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class SuccessRate:
+    span_s: float
+    calls: int
+    successes: int
+
+
+@dataclass(frozen=True)
+class BoardRow:
+    health: ModelHealth  # recent figures over BOARD_WINDOW
+    success: list[SuccessRate]  # one per SUCCESS_SPANS_S
+    series: list[TtftBucket]  # oldest first, empty slices left out
+
+
+@dataclass(frozen=True)
+class StatusBoard:
+    at: datetime
+    models: list[BoardRow]
+    events: list[FallbackEvent]  # newest first
+
+
+def status_board(
+    models: Sequence[Model], db: Path, now: datetime, *, events: int = 20
+) -> StatusBoard:
+    """Everything the status page shows, read in one go."""
+    with open_store(db, write=False) as store:
+        snapshots = store.snapshots(m.id for m in models)
+        rows = []
+        for model in models:
+            health = _model_health(store, model, snapshots.get(model.id), BOARD_WINDOW, now)
+            success = [
+                SuccessRate(span, *store.call_counts(model.id, now - timedelta(seconds=span)))
+                for span in SUCCESS_SPANS_S
+            ]
+            series = store.ttft_series(
+                model.id, now - timedelta(seconds=SERIES_SPAN_S), SERIES_BUCKET_MINUTES
+            )
+            rows.append(BoardRow(health, success, series))
+        latest = store.events(None, None, events)
+    return StatusBoard(at=now, models=rows, events=latest)

@@ -21,6 +21,7 @@ from voicefallback.records import (
     ProbeResult,
     Snapshot,
     StatusChange,
+    TtftBucket,
     iso,
     parse_iso,
     utcnow,
@@ -117,6 +118,15 @@ class Store(SessionStore, Protocol):
 
     def event_counts(self) -> dict[str, int]:
         """Fallback events ever recorded, by reason (not lowered by pruning events)."""
+        ...
+
+    def call_counts(self, model: str, since: datetime) -> tuple[int, int]:
+        """A model's calls at or after `since`, and how many of them succeeded."""
+        ...
+
+    def ttft_series(self, model: str, since: datetime, bucket_minutes: int) -> list[TtftBucket]:
+        """A model's calls at or after `since` in slices of `bucket_minutes` (a divisor of
+        60), oldest first; empty slices are left out."""
         ...
 
     def prune_probes(
@@ -424,6 +434,47 @@ class SQLStore:
         with self._guard("read"):
             rows = self._fetch(sql)
         return {row["reason"]: int(row["count"]) for row in rows}
+
+    # -- reads for the status page (`serve`) -------------------------------------------------
+    # Ranges of the (model, at) index; `at` is fixed-width ISO text, so a slice of the day is
+    # a prefix of it plus the minute rounded down (substr and integer division: both dialects).
+
+    def call_counts(self, model: str, since: datetime) -> tuple[int, int]:
+        """A model's calls at or after `since`, and how many of them succeeded."""
+        if not self._readable():
+            return 0, 0
+        with self._guard("read"):
+            rows = self._fetch(
+                "SELECT count(*) AS calls, coalesce(sum(ok), 0) AS successes FROM probes"
+                " WHERE model = ? AND at >= ?",
+                (model, iso(since)),
+            )
+        return int(rows[0]["calls"]), int(rows[0]["successes"])
+
+    def ttft_series(self, model: str, since: datetime, bucket_minutes: int) -> list[TtftBucket]:
+        """A model's calls at or after `since` in slices of `bucket_minutes` (a divisor of
+        60), oldest first; empty slices are left out."""
+        if not self._readable():
+            return []
+        sql = (
+            "SELECT substr(at, 1, 14) AS hour, CAST(substr(at, 15, 2) AS INTEGER) / ? AS part,"
+            " count(*) AS calls, coalesce(sum(ok), 0) AS successes,"
+            " avg(CASE WHEN ok = 1 THEN coalesce(ttft_ms, latency_ms) END) AS ttft"
+            " FROM probes WHERE model = ? AND at >= ?"
+            " GROUP BY substr(at, 1, 14), CAST(substr(at, 15, 2) AS INTEGER) / ?"
+            " ORDER BY hour, part"
+        )
+        with self._guard("read"):
+            rows = self._fetch(sql, (bucket_minutes, model, iso(since), bucket_minutes))
+        return [
+            TtftBucket(
+                start=parse_iso(f"{row['hour']}{int(row['part']) * bucket_minutes:02d}:00Z"),
+                calls=int(row["calls"]),
+                successes=int(row["successes"]),
+                ttft_ms=None if row["ttft"] is None else round(row["ttft"]),
+            )
+            for row in rows
+        ]
 
     # -- retention ----------------------------------------------------------------------
 

@@ -1,0 +1,253 @@
+"""The FastAPI app over one warm AsyncSessionRouter: bearer auth, the probe loop, hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+
+from voicefallback import __version__
+from voicefallback.config import load_registry
+from voicefallback.errors import InputError, VoicefallbackError
+from voicefallback.redaction import redact
+
+if TYPE_CHECKING:
+    from voicefallback.router import AsyncSessionRouter
+
+log = logging.getLogger("voicefallback.serve")
+
+RELOAD_POLL_S = 1.0  # how often models.toml is looked at for changes
+UNAUTHENTICATED = frozenset({"/livez"})  # a liveness probe carries no credentials
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `serve` was started with, resolved (paths, the token's value) beforehand."""
+
+    config: Path  # models.toml, watched for changes
+    db: Path
+    token: str | None = None  # with a token, every route but /livez requires it
+    probe_every_s: float | None = None
+
+
+def document_response(document: dict[str, Any], status_code: int = 200) -> Response:
+    """The CLI's --json bytes exactly: one object, not ASCII-escaped, then a newline."""
+    from voicefallback.documents import json_text
+
+    return Response(json_text(document), status_code=status_code, media_type="application/json")
+
+
+def error_response(status_code: int, message: str) -> Response:
+    """`{"error": "<one line>"}`, redacted like every error line the CLI prints."""
+    response = document_response({"error": redact(" ".join(message.split()))}, status_code)
+    if status_code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def one_line(exc: BaseException) -> str:
+    return redact(" ".join(str(exc).split()))
+
+
+class EdgeMiddleware:
+    """Before any route: the bearer token (constant-time compare), and a Server-Timing header
+    with the time the app took to answer."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode() if token is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        guarded = self.token is not None and scope["path"] not in UNAUTHENTICATED
+        if guarded and not self._authorized(scope):
+            response = error_response(401, "unauthorized")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                spent = f"app;dur={(time.perf_counter() - began) * 1000:.3f}".encode()
+                message["headers"] = [*message.get("headers", []), (b"server-timing", spent)]
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+    def _authorized(self, scope: Scope) -> bool:
+        assert self.token is not None
+        supplied = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = bytes(value).partition(b" ")
+                if scheme.lower() == b"bearer":
+                    supplied = credentials.strip()
+        # Compared in full even when the header is missing, so timing tells nothing.
+        return hmac.compare_digest(supplied, self.token) and bool(supplied)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, VoicefallbackError)
+    if isinstance(exc, InputError):
+        return error_response(400, one_line(exc))
+    if exc.exit_code == 75:  # busy: another process holds what this request needs
+        return error_response(503, one_line(exc))
+    log.error("%s %s: %s", request.method, request.url.path, one_line(exc))
+    return error_response(500, one_line(exc))
+
+
+async def _bad_request(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 list becomes the CLI's one line, as 400 like every other bad input."""
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    where = " ".join(str(part) for part in first.get("loc", ()))
+    return error_response(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+
+def _openapi(app: FastAPI, token: str | None) -> dict[str, Any]:
+    """FastAPI's document, made truthful: bad input is 400 with one line (not 422), and
+    with a token every route but /livez says so and may answer 401."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title="voicefallback",
+        version=__version__,
+        description="The old voice-session service's API over the voicefallback core: "
+        "bodies are the CLI's --json documents.",
+        routes=app.routes,
+    )
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if responses.pop("422", None) is not None:
+                responses.setdefault(
+                    "400", {"description": "Bad input; nothing written.", "content": error}
+                )
+            if token is not None and path not in UNAUTHENTICATED:
+                operation["security"] = [{"bearer": []}]
+                responses["401"] = {"description": "Missing or wrong bearer token."}
+                responses["401"]["content"] = error
+    components = schema.setdefault("components", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.get("schemas", {}).pop(name, None)
+    if token is not None:
+        components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    app.openapi_schema = schema
+    return schema
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
+async def _reload(router: AsyncSessionRouter, path: Path) -> None:
+    """Swap in the new registry, or keep the old one and say why in one line."""
+    try:
+        registry = await asyncio.to_thread(load_registry, path)
+    except VoicefallbackError as exc:
+        log.error("models.toml not reloaded, the previous registry stays: %s", one_line(exc))
+        return
+    router.reload(registry)
+    log.info("models.toml reloaded: %d models from %s", len(registry.models), path)
+
+
+async def watch_registry(router: AsyncSessionRouter, path: Path, hangup: asyncio.Event) -> None:
+    """Reload on SIGHUP, or when the file changes (polled: works on every filesystem)."""
+    seen = _stamp(path)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hangup.wait(), RELOAD_POLL_S)
+        asked = hangup.is_set()
+        hangup.clear()
+        current = _stamp(path)
+        if asked or current != seen:
+            seen = current
+            await _reload(router, path)
+
+
+async def probe_loop(router: AsyncSessionRouter, every_s: float) -> None:
+    """Probe every registered model now and every `every_s`, under the probe lock cron's
+    `probe` takes too: when cron holds it, this round waits, or is skipped with one line."""
+    from voicefallback.tables import status_change_lines
+
+    while True:
+        try:
+            probed = await router.probe()
+        except VoicefallbackError as exc:
+            log.warning("scheduled probe skipped: %s", one_line(exc))
+        else:
+            for line in status_change_lines(probed):
+                log.info("%s", line)
+        await asyncio.sleep(every_s)
+
+
+def create_app(router: AsyncSessionRouter, settings: ServeSettings) -> FastAPI:
+    """The app over an open router; the caller owns the router's lifetime."""
+    from voicefallback.server.routes import api
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        hangup = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        listening = False
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, hangup.set)  # main thread only
+            listening = True
+        tasks = [asyncio.create_task(watch_registry(router, settings.config, hangup))]
+        if settings.probe_every_s is not None:
+            tasks.append(asyncio.create_task(probe_loop(router, settings.probe_every_s)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if listening:
+                loop.remove_signal_handler(signal.SIGHUP)
+
+    app = FastAPI(
+        title="voicefallback",
+        version=__version__,
+        docs_url=None,  # Swagger UI loads from a CDN; the page stays self-contained
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.router = router
+    app.state.settings = settings
+    app.include_router(api)
+    app.add_exception_handler(VoicefallbackError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_middleware(EdgeMiddleware, token=settings.token)
+    app.openapi = lambda: _openapi(app, settings.token)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,412 @@
+"""The routes: the old service's four, health checks for the process, metrics, the page.
+
+Each one parses, awaits the core (reads run in a worker thread) and answers with the CLI's
+--json document, so a caller can switch between `voicefallback start --json` and HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+
+from voicefallback import documents
+from voicefallback.durations import format_span, parse_duration, parse_since
+from voicefallback.errors import InputError, VoicefallbackError
+from voicefallback.health import status_of
+from voicefallback.records import utcnow
+from voicefallback.reports import (
+    fallback_events,
+    health_report,
+    model_history,
+    model_statuses,
+    status_board,
+)
+from voicefallback.server import schemas
+from voicefallback.server.app import ServeSettings, document_response, error_response, one_line
+from voicefallback.sessions import MAX_BODY_BYTES, parse_body
+from voicefallback.stats import DEFAULT_WINDOW_CALLS, DEFAULT_WINDOW_SPAN_S, Window
+
+if TYPE_CHECKING:
+    from voicefallback.config import Registry
+    from voicefallback.router import AsyncSessionRouter
+
+api = APIRouter()
+
+HISTORY_LIMIT = 20  # as `health --history` without --limit
+
+BAD_INPUT: dict[int | str, dict[str, Any]] = {
+    400: {"model": schemas.ErrorDocument, "description": "Bad input; nothing written."}
+}
+UNUSABLE: dict[int | str, dict[str, Any]] = {
+    500: {"model": schemas.ErrorDocument, "description": "The state file cannot be used."},
+    503: {
+        "model": schemas.ErrorDocument,
+        "description": "The state file is busy past its wait; try again (Retry-After).",
+    },
+}
+
+
+def _router(request: Request) -> AsyncSessionRouter:
+    router: AsyncSessionRouter = request.app.state.router
+    return router
+
+
+def _settings(request: Request) -> ServeSettings:
+    settings: ServeSettings = request.app.state.settings
+    return settings
+
+
+def _select(registry: Registry, ids: list[str] | None, where: str) -> list[str]:
+    return [registry.require(model_id, where).id for model_id in dict.fromkeys(ids or [])]
+
+
+# -- the old service's routes -----------------------------------------------------------
+
+START_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["simulationId", "primary"],
+                "properties": {
+                    "simulationId": {"type": "string", "minLength": 1, "maxLength": 256},
+                    "primary": {"type": "string", "description": "A registered model id."},
+                    "fallbacks": {
+                        "type": "array",
+                        "items": {"type": "string"},
+                        "description": "Fallback model ids in order; default: every other "
+                        "registered model, in registry order.",
+                    },
+                },
+                "additionalProperties": True,
+                "description": "The old service's body; every key reaches the opening call "
+                "and comes back as agent.received_config. At most 256 KiB.",
+            },
+            "example": {
+                "simulationId": "sim-auto",
+                "primary": "anthropic:claude-3-5-sonnet-latest",
+            },
+        }
+    },
+}
+
+# The CLI's option names in core messages, as an HTTP caller knows them.
+_BODY_NAMES = (
+    ("--simulation-id", "simulationId"),
+    ("--primary", "primary"),
+    ("--fallback", "fallbacks"),
+    ("--body", "body"),
+)
+
+
+def _as_body_error(exc: InputError) -> str:
+    message = one_line(exc)
+    for option, key in _BODY_NAMES:
+        if message.startswith(option + ":"):
+            return key + message[len(option) :]
+    return message
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The body, or None when it is over the cap (read no further than the cap)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > MAX_BODY_BYTES:
+            return None
+    return bytes(received)
+
+
+def _start_fields(body: dict[str, Any], registry: Registry) -> tuple[str, str, list[str]]:
+    simulation_id = body.get("simulationId")
+    if not isinstance(simulation_id, str):
+        raise InputError(
+            "simulationId: required" if simulation_id is None else "simulationId: must be a string"
+        )
+    primary = body.get("primary")
+    if not isinstance(primary, str):
+        raise InputError(
+            "primary: required" if primary is None else "primary: must be a model id string"
+        )
+    fallbacks = body.get("fallbacks")
+    if fallbacks is None:
+        fallbacks = []
+    if not isinstance(fallbacks, list) or not all(isinstance(m, str) for m in fallbacks):
+        raise InputError("fallbacks: must be an array of model id strings")
+    registry.require(primary, "primary")
+    for model_id in fallbacks:
+        registry.require(model_id, "fallbacks")
+    return simulation_id, primary, fallbacks
+
+
+@api.post(
+    "/interviews/start",
+    summary="Start a voice session on the primary, or on a healthy fallback",
+    description="`voicefallback start --body BODY --json`. A fallback event is recorded when "
+    "the session did not start on its primary, or could not start at all.",
+    response_class=Response,
+    responses={
+        200: {"model": schemas.StartedDocument, "description": "Started (maybe on a fallback)."},
+        503: {
+            "model": schemas.NotStartedDocument | schemas.ErrorDocument,
+            "description": "No model could be started (the start document, with `error` and "
+            "`candidates`), or the state file is busy (`{error}`, Retry-After).",
+        },
+        413: {"model": schemas.ErrorDocument, "description": "Body over 256 KiB."},
+        **BAD_INPUT,
+        500: UNUSABLE[500],
+    },
+    openapi_extra={"requestBody": START_BODY},
+)
+async def start_interview(request: Request) -> Response:
+    raw = await _read_body(request)
+    if raw is None:
+        return error_response(413, f"body larger than {MAX_BODY_BYTES // 1024} KiB")
+    router = _router(request)
+    try:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError("body: not UTF-8") from None
+        body = parse_body(text, "body")
+        simulation_id, primary, fallbacks = _start_fields(body, router.registry)
+        outcome = await router.choose(
+            simulation_id, primary, fallbacks, body=body, opening_call=True
+        )
+    except InputError as exc:
+        return error_response(400, _as_body_error(exc))
+    return document_response(documents.start_json(outcome), 200 if outcome.chosen else 503)
+
+
+@api.post(
+    "/health/probe",
+    summary="Probe models now and record the results",
+    description="`voicefallback probe --json`, under the probe lock that cron's `probe` takes too.",
+    response_class=Response,
+    responses={
+        200: {"model": schemas.ProbeDocument, "description": "Probed and recorded."},
+        503: {
+            "model": schemas.ErrorDocument,
+            "description": "Another probe holds the probe lock past its wait; try again.",
+        },
+        **BAD_INPUT,
+        500: UNUSABLE[500],
+    },
+)
+async def probe(
+    request: Request,
+    model: Annotated[
+        list[str] | None,
+        Query(description="Model ids to probe (repeat); default: every registered model."),
+    ] = None,
+) -> Response:
+    router = _router(request)
+    registry = router.registry
+    selected = _select(registry, model, "model")
+    started = utcnow()
+    probed = await router.probe(selected or None)
+    now = utcnow()
+    by_id = {m.id: m for m in registry.models}
+    rows = [
+        (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
+        for p in probed
+        if p.result.model in by_id
+    ]
+    return document_response(documents.probe_json(started, router.mode, rows))
+
+
+@api.get(
+    "/health",
+    summary="Each model's health and what it rests on (no provider call)",
+    description="`voicefallback health --json`, with the command's options as query "
+    "parameters. With `check` or `require`, a model that is not healthy makes it 503 (the "
+    "same document), for load balancers and deploy gates.",
+    response_class=Response,
+    responses={
+        200: {
+            "model": schemas.HealthDocument | schemas.HistoryDocument,
+            "description": "The health document (or, with `history`, one model's history).",
+        },
+        503: {
+            "model": schemas.HealthDocument | schemas.ErrorDocument,
+            "description": "`check`/`require` failed (the health document), or the state "
+            "file is busy (`{error}`, Retry-After).",
+        },
+        **BAD_INPUT,
+        500: UNUSABLE[500],
+    },
+)
+async def health(
+    request: Request,
+    model: Annotated[
+        list[str] | None, Query(description="Model ids (repeat); default: every model.")
+    ] = None,
+    window: Annotated[
+        int, Query(ge=1, le=100_000, description="Recent figures cover at most N calls...")
+    ] = DEFAULT_WINDOW_CALLS,
+    span: Annotated[
+        str, Query(description="...within this span before now (30m, 24h, 7d).")
+    ] = format_span(DEFAULT_WINDOW_SPAN_S),
+    history: Annotated[
+        str | None, Query(description="Instead, this model's recent calls and status changes.")
+    ] = None,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1_000_000, description="With history: at most N of each.")
+    ] = None,
+    since: Annotated[
+        str | None, Query(description="With history: since this ISO time or span ago.")
+    ] = None,
+    check: Annotated[bool, Query(description="503 if any listed model is not healthy.")] = False,
+    require: Annotated[
+        list[str] | None, Query(description="503 if this model is not healthy (repeat).")
+    ] = None,
+) -> Response:
+    router, db = _router(request), _settings(request).db
+    registry = router.registry
+    recent = Window(calls=window, span_s=parse_duration(span, "span"))
+    now = utcnow()
+    if history is None and (limit is not None or since is not None):
+        raise InputError("limit and since go with history=MODEL_ID")
+    if history is not None:
+        if model or require or check:
+            raise InputError("history: shows one model; drop model, require and check")
+        one = registry.require(history, "history")
+        since_at = parse_since(since, now, "since") if since is not None else None
+        past = await asyncio.to_thread(
+            model_history,
+            one,
+            db,
+            limit=limit or HISTORY_LIMIT,
+            since=since_at,
+            window=recent,
+            now=now,
+        )
+        return document_response(documents.history_json(past))
+    # As the CLI: the listed models (default: all), then any required one not among them.
+    listed = [registry.require(m, "model") for m in dict.fromkeys(model or [])]
+    required = [registry.require(m, "require") for m in dict.fromkeys(require or [])]
+    selected = listed or list(registry.models)
+    selected += [m for m in required if m not in selected]
+    report = await asyncio.to_thread(health_report, selected, db, recent, now)
+    document = documents.health_json(report)
+    gated = [r for r in document["models"] if check or r["model"] in {m.id for m in required}]
+    return document_response(document, 503 if any(not r["ok"] for r in gated) else 200)
+
+
+@api.get(
+    "/fallbacks",
+    summary="Fallback events, newest first",
+    description="`voicefallback fallbacks --json`.",
+    response_class=Response,
+    responses={200: {"model": schemas.EventsDocument, "description": "Events."}, **UNUSABLE},
+)
+async def fallbacks(
+    request: Request,
+    simulation_id: Annotated[
+        str | None, Query(alias="simulationId", description="Only this session's events.")
+    ] = None,
+    since: Annotated[
+        str | None, Query(description="Only events at or after this ISO time, or span ago.")
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, description="At most N events.")] = None,
+) -> Response:
+    since_at = parse_since(since, utcnow(), "since") if since is not None else None
+    events = await asyncio.to_thread(
+        fallback_events, _settings(request).db, simulation_id, since_at, limit
+    )
+    return document_response(documents.events_json(events))
+
+
+# -- for operators ------------------------------------------------------------------------
+
+
+@api.get(
+    "/metrics",
+    summary="Prometheus text: every model's health and the fallback counters",
+    description="`voicefallback health --format prometheus`.",
+    response_class=PlainTextResponse,
+    responses=UNUSABLE,
+)
+async def metrics(request: Request) -> Response:
+    from voicefallback.metrics import prometheus_text
+
+    registry = _router(request).registry
+    report = await asyncio.to_thread(
+        health_report,
+        registry.models,
+        _settings(request).db,
+        Window(),
+        utcnow(),
+        with_event_counts=True,
+    )
+    return PlainTextResponse(
+        prometheus_text(report), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
+
+
+@api.get(
+    "/livez",
+    summary="The process answers (no provider call, no read, no write; no token)",
+    response_class=Response,
+    responses={200: {"model": schemas.Liveness, "description": "Alive."}},
+)
+async def livez() -> Response:
+    return document_response({"status": "ok"})
+
+
+@api.get(
+    "/readyz",
+    summary="Ready to serve: registry loaded and the state file readable",
+    response_class=Response,
+    responses={
+        200: {"model": schemas.Readiness, "description": "Ready."},
+        503: {"model": schemas.Readiness, "description": "Not ready; `error` says why."},
+    },
+)
+async def readyz(request: Request) -> Response:
+    router = _router(request)
+    models = router.registry.models
+    document: dict[str, Any] = {
+        "status": "ready",
+        "mode": router.mode,
+        "models": len(models),
+        "error": None,
+    }
+    try:
+        await asyncio.to_thread(model_statuses, models, _settings(request).db, utcnow())
+    except VoicefallbackError as exc:
+        document.update(status="unready", error=one_line(exc))
+        return document_response(document, 503)
+    return document_response(document)
+
+
+@api.get(
+    "/",
+    summary="The status page (HTML, refreshes itself)",
+    response_class=HTMLResponse,
+    responses=UNUSABLE,
+)
+async def status_page(request: Request) -> Response:
+    from voicefallback.server.page import render_status_page
+
+    router = _router(request)
+    board = await asyncio.to_thread(
+        status_board, router.registry.models, _settings(request).db, utcnow()
+    )
+    page = render_status_page(board, router.mode)
+    return HTMLResponse(
+        page,
+        headers={
+            # No script, nothing fetched: the strictest policy the page can live with.
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+            "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+            "Cache-Control": "no-store",
+        },
+    )
