@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from voicefallback.locking import probe_lock
 
 pytest_plugins = ["tests.conftest_serve"]
@@ -105,41 +103,40 @@ def test_health_probe_metrics_and_process_checks(serve, cli):
     }
 
 
-@pytest.mark.parametrize(
-    ("body", "says"),
-    [
-        (b"{not json", "body: not valid JSON"),
-        (b"[1, 2]", "must be an object"),
-        (b'{"primary": "openai:gpt-4o-mini"}', "simulationId: required"),
-        (b'{"simulationId": 7, "primary": "openai:gpt-4o-mini"}', "simulationId: must be"),
-        (b'{"simulationId": "s"}', "primary: required"),
-        (b'{"simulationId": "s", "primary": ["x"]}', "primary: must be"),
-        (b'{"simulationId": "s", "primary": "nope:model"}', "primary: unknown model"),
-        (
-            b'{"simulationId": "s", "primary": "openai:gpt-4o-mini", "fallbacks": "x"}',
-            "fallbacks: must be an array",
-        ),
-        (
-            b'{"simulationId": "s", "primary": "openai:gpt-4o-mini", "fallbacks": ["nope:m"]}',
-            "fallbacks: unknown model",
-        ),
-        (b'{"simulationId": "", "primary": "openai:gpt-4o-mini"}', "simulationId: must be"),
-        (b'{"simulationId": "a\\nb", "primary": "openai:gpt-4o-mini"}', "simulationId: at most"),
-        (b'{"simulationId": "s", "simulationId": "t", "primary": "x"}', "duplicate key"),
-        (b'{"simulationId": NaN}', "NaN is not valid JSON"),
-        (b"\xff\xfe", "not UTF-8"),
-    ],
-)
-def test_bad_bodies_are_400_with_one_line_and_write_nothing(serve, db_file, body, says):
+BAD_BODIES = [
+    (b"{not json", "body: not valid JSON"),
+    (b"[1, 2]", "must be an object"),
+    (b'{"primary": "openai:gpt-4o-mini"}', "simulationId: required"),
+    (b'{"simulationId": 7, "primary": "openai:gpt-4o-mini"}', "simulationId: must be"),
+    (b'{"simulationId": "s"}', "primary: required"),
+    (b'{"simulationId": "s", "primary": ["x"]}', "primary: must be"),
+    (b'{"simulationId": "s", "primary": "nope:model"}', "primary: unknown model"),
+    (
+        b'{"simulationId": "s", "primary": "openai:gpt-4o-mini", "fallbacks": "x"}',
+        "fallbacks: must be an array",
+    ),
+    (
+        b'{"simulationId": "s", "primary": "openai:gpt-4o-mini", "fallbacks": ["nope:m"]}',
+        "fallbacks: unknown model",
+    ),
+    (b'{"simulationId": "", "primary": "openai:gpt-4o-mini"}', "simulationId: must be"),
+    (b'{"simulationId": "a\\nb", "primary": "openai:gpt-4o-mini"}', "simulationId: at most"),
+    (b'{"simulationId": "s", "simulationId": "t", "primary": "x"}', "duplicate key"),
+    (b'{"simulationId": NaN}', "NaN is not valid JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+]
+
+
+def test_bad_bodies_are_400_with_one_line_and_write_nothing(serve, db_file):
     server = serve()
-    before = rows(db_file, "SELECT (SELECT count(*) FROM probes), (SELECT count(*) FROM events)")
-    answer = server.post("/interviews/start", content=body)
-    assert answer.status_code == 400
-    document = answer.json()
-    assert list(document) == ["error"]
-    assert says in document["error"] and "\n" not in document["error"]
-    after = rows(db_file, "SELECT (SELECT count(*) FROM probes), (SELECT count(*) FROM events)")
-    assert after == before == [(0, 0)]
+    for body, says in BAD_BODIES:
+        answer = server.post("/interviews/start", content=body)
+        assert answer.status_code == 400, body
+        document = answer.json()
+        assert list(document) == ["error"]
+        assert says in document["error"] and "\n" not in document["error"], document
+    written = "SELECT (SELECT count(*) FROM probes), (SELECT count(*) FROM events)"
+    assert rows(db_file, written) == [(0, 0)]
 
 
 def test_bad_query_parameters_are_400_with_one_line(serve):

@@ -17,6 +17,7 @@ from voicefallback.cli import (  # noqa: F401 (registers)
     health,
     probe,
     report,
+    serve,
     start,
     state,
 )

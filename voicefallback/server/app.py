@@ -128,11 +128,14 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     return error_response(400, f"{where}: {first.get('msg', 'invalid request')}")
 
 
-def _openapi(app: FastAPI, token: str | None) -> dict[str, Any]:
-    """FastAPI's document, made truthful: bad input is 400 with one line (not 422), and
-    with a token every route but /livez says so and may answer 401."""
-    if app.openapi_schema:
-        return app.openapi_schema
+def _openapi(app: FastAPI, router: AsyncSessionRouter, token: str | None) -> dict[str, Any]:
+    """FastAPI's document, made truthful: bad input is 400 with one line (not 422); model ids
+    are the registered ones (rebuilt after a reload); with a token, every route but /livez
+    says so and may answer 401."""
+    registry = router.registry
+    cached = app.state.openapi
+    if cached is not None and cached[0] is registry:
+        return cached[1]  # type: ignore[no-any-return]
     schema = get_openapi(
         title="voicefallback",
         version=__version__,
@@ -140,6 +143,7 @@ def _openapi(app: FastAPI, token: str | None) -> dict[str, Any]:
         "bodies are the CLI's --json documents.",
         routes=app.routes,
     )
+    ids = [m.id for m in registry.models]
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDocument"}}}
     for path, operations in schema["paths"].items():
         for operation in operations.values():
@@ -152,13 +156,33 @@ def _openapi(app: FastAPI, token: str | None) -> dict[str, Any]:
                 operation["security"] = [{"bearer": []}]
                 responses["401"] = {"description": "Missing or wrong bearer token."}
                 responses["401"]["content"] = error
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] in MODEL_PARAMETERS:
+                    _only_models(parameter["schema"], ids)
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                properties = body["schema"]["properties"]
+                _only_models(properties["primary"], ids)
+                _only_models(properties["fallbacks"], ids)
     components = schema.setdefault("components", {})
     for name in ("HTTPValidationError", "ValidationError"):
         components.get("schemas", {}).pop(name, None)
     if token is not None:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    app.openapi_schema = schema
+    app.state.openapi = (registry, schema)
     return schema
+
+
+MODEL_PARAMETERS = frozenset({"model", "history", "require"})  # query parameters naming models
+
+
+def _only_models(schema: dict[str, Any], ids: list[str]) -> None:
+    """A string (or array of strings, or nullable string) that must be a registered id."""
+    for option in schema.get("anyOf", [schema]):
+        if option.get("type") == "array":
+            option["items"] = {"type": "string", "enum": ids}
+        elif option.get("type") == "string":
+            option["enum"] = ids
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -249,5 +273,6 @@ def create_app(router: AsyncSessionRouter, settings: ServeSettings) -> FastAPI:
     app.add_exception_handler(VoicefallbackError, _domain_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_middleware(EdgeMiddleware, token=settings.token)
-    app.openapi = lambda: _openapi(app, settings.token)  # type: ignore[method-assign]
+    app.state.openapi = None
+    app.openapi = lambda: _openapi(app, router, settings.token)  # type: ignore[method-assign]
     return app

@@ -75,6 +75,7 @@ START_BODY = {
                 "properties": {
                     "simulationId": {"type": "string", "minLength": 1, "maxLength": 256},
                     "primary": {"type": "string", "description": "A registered model id."},
+                    # primary's and fallbacks' enums: the registered ids, filled in per registry
                     "fallbacks": {
                         "type": "array",
                         "items": {"type": "string"},
