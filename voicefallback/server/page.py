@@ -65,6 +65,8 @@ h2 { font-size: 17px; margin: 24px 0 8px; }
 dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 10px 0 6px; }
 dt { color: var(--muted); }
 dd { margin: 0; overflow-wrap: anywhere; }
+.rates { display: flex; flex-wrap: wrap; gap: 0 12px; }
+.rate { white-space: nowrap; }
 svg.spark { display: block; width: 100%; height: 48px; margin-top: 6px; }
 .spark .line { fill: none; stroke: var(--spark); stroke-width: 1.5;
   vector-effect: non-scaling-stroke; }
@@ -200,15 +202,16 @@ def _card(row: BoardRow, now: datetime) -> str:
         last_error = "none"
     else:
         last_error = f"{_e(failure.error or 'error')} {_ago(failure.at, now)}"
-    rates = " · ".join(
-        f"{_rate(r)} <span class='muted'>{format_span(r.span_s)}</span>" for r in row.success
+    rates = "".join(
+        f'<span class="rate"><span class="muted">{format_span(r.span_s)}</span> {_rate(r)}</span>'
+        for r in row.success
     )
     return f"""<article class="card" data-model="{_e(health.model.id)}">
 <div class="head"><span class="model">{_e(health.model.id)}</span>
 <span class="badge" style="background:{_BADGE.get(status, "#5f6368")}">{_e(status)}</span></div>
 <dl>
 <dt>TTFT p50 / p95 (1 h)</dt><dd>{_ms(recent.ttft_p50_ms)} / {_ms(recent.ttft_p95_ms)}</dd>
-<dt>success</dt><dd>{rates}</dd>
+<dt>success</dt><dd class="rates">{rates}</dd>
 <dt>last error</dt><dd>{last_error}</dd>
 <dt>status since</dt><dd>{_since(health.status_since, now)}</dd>
 </dl>
