@@ -19,6 +19,7 @@ import httpx
 
 pytest_plugins = ["tests.conftest_serve"]
 
+VOICEFALLBACK = [sys.executable, "-m", "voicefallback"]
 SONNET = "anthropic:claude-3-5-sonnet-latest"  # down: every start falls back, one event each
 
 
@@ -79,8 +80,7 @@ class Load:
 
 def cli_start(simulation_id: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "voicefallback", "start", "--json"]
-        + ["--simulation-id", simulation_id, "--primary", SONNET],
+        [*VOICEFALLBACK, "start", "--json", "--simulation-id", simulation_id, "--primary", SONNET],
         capture_output=True,
         text=True,
         timeout=120,
@@ -94,7 +94,7 @@ def test_http_clients_and_cli_processes_share_one_state_file(serve, db_file):
     with ThreadPoolExecutor(max_workers=4) as pool:
         cli_runs = list(pool.map(cli_start, [f"cli-{n}" for n in range(8)]))
         probe = subprocess.run(
-            [sys.executable, "-m", "voicefallback", "probe", "--json"],
+            [*VOICEFALLBACK, "probe", "--json"],
             capture_output=True,
             text=True,
             timeout=120,
