@@ -24,12 +24,12 @@ _LISTENING = re.compile(r"serving (http://\S+) ")
 
 
 class ServerProcess:
-    """`python -m voicefallback serve --port 0 ...`; its stderr is collected line by line
-    (never left to fill a pipe), and the URL is read from its first line."""
+    """A `voicefallback serve` command line; its stderr is collected line by line (never
+    left to fill a pipe), and the URL is read from its first line."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "voicefallback", "serve", "--port", "0", *args],
+            command,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -100,8 +100,15 @@ def serve(config_file: Path, db_file: Path) -> Iterator[Callable[..., ServerProc
     """Start servers on the test's registry and state file; each is stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(list(args), {**os.environ, **(env or {})})
+    def start(
+        *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> ServerProcess:
+        """`serve --port 0 ARGS` with the test's environment plus `env`; or, given a whole
+        `command` line, that with `env` alone (as systemd would start it)."""
+        if command is None:
+            command = [sys.executable, "-m", "voicefallback", "serve", "--port", "0", *args]
+            env = {**os.environ, **(env or {})}
+        server = ServerProcess(command, env or {})
         started.append(server)
         return server
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +21,7 @@ pytest_plugins = ["tests.conftest_serve"]
 SONNET = "anthropic:claude-3-5-sonnet-latest"  # down in the shipped stub registry
 MINI = "openai:gpt-4o-mini"
 
+EXECUTABLE = Path(sys.executable).with_name("voicefallback")
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 
@@ -324,3 +327,43 @@ def without_times(document: dict[str, Any]) -> dict[str, Any]:
         if row["lastFailure"]:
             del row["lastFailure"]["ageMs"]
     return document
+
+
+def test_the_readme_systemd_unit_serves_reloads_and_stops_cleanly(serve, tmp_path, config_file):
+    """The unit as written (its paths mapped under tmp, a free port instead of 3000)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    unit = next(
+        block
+        for block in re.findall(r"```ini\n(.*?)```", readme, re.DOTALL)
+        if block.startswith("# /etc/systemd/system/voicefallback-serve.service")
+    )
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line[:20])
+    assert settings["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert int(settings["TimeoutStopSec"]) <= 10
+    env_file = tmp_path / "env"
+    env_file.write_text("VOICEFALLBACK_MODE=stub\n")
+    places = {
+        "/etc/voicefallback/env": str(env_file),
+        "/etc/voicefallback/models.toml": str(config_file),
+        "/var/lib/voicefallback/state.db": str(tmp_path / "state" / "state.db"),
+        "/opt/voicefallback/venv/bin/voicefallback": str(
+            Path(sys.executable).with_name("voicefallback")
+        ),
+    }
+    command = settings["ExecStart"].replace("--port 3000", "--port 0")
+    for path, local in places.items():
+        command = command.replace(path, local)
+    environment = dict(
+        line.split("=", 1) for line in Path(places[settings["EnvironmentFile"]]).read_text().split()
+    )
+    server = serve(command=shlex.split(command), env={"PATH": "/usr/bin:/bin", **environment})
+    try:
+        assert server.get("/readyz").json()["status"] == "ready"
+        server.wait_for_line(r"uvicorn.*startup complete")
+        mark = len(server.lines)
+        server.process.send_signal(signal.SIGHUP)  # systemctl reload
+        server.wait_for_line(r"models.toml reloaded: 4 models", after=mark)
+    finally:
+        status = server.stop(signal.SIGTERM, timeout=10)  # systemctl stop
+    assert status == 0
+    assert (tmp_path / "state" / "state.db").exists()
