@@ -163,8 +163,9 @@ def test_the_page_shows_a_model_with_no_history_yet(serve, browser):
     assert "No fallback events recorded." in page.locator("main").inner_text()
 
 
-def test_success_rates_and_last_error_come_from_the_state(cli, db_file):
-    """The board's figures: 5 min / 1 h / 24 h success rates over every call."""
+def test_success_rates_and_last_error_come_from_the_state(config_file, state):
+    """The board's figures, on both backends: 5 min / 1 h / 24 h success rates over every
+    call, the last hour's TTFT percentiles, the 24 h series, the latest events."""
 
     registry = load_registry(config_path(None))
     mini = registry.require(MINI, "test")
@@ -175,8 +176,7 @@ def test_success_rates_and_last_error_come_from_the_state(cli, db_file):
         ProbeResult(MINI, True, now - timedelta(minutes=30), 200, 170),
         ProbeResult(MINI, True, now - timedelta(hours=5), 200, 190),
     ]
-    db_file.parent.mkdir(parents=True, exist_ok=True)
-    with open_store(db_file, write=True) as store:
+    with open_store(state, write=True) as store:
         for call in sorted(calls, key=lambda c: c.at):
             store.record([call], {MINI: mini.thresholds}, update=apply_probe)
         store.record(
@@ -194,10 +194,12 @@ def test_success_rates_and_last_error_come_from_the_state(cli, db_file):
             ),
             update=apply_probe,
         )
-    board = status_board([mini], db_file, now)
+    board = status_board([mini], state, now)
     row = board.models[0]
     assert [(r.calls, r.successes) for r in row.success] == [(2, 1), (3, 2), (4, 3)]
     assert row.health.recent.ttft_p50_ms == 150 and row.health.recent.ttft_p95_ms == 170
     assert row.health.last_failure is not None and row.health.last_failure.error == "timeout"
-    assert sum(b.calls for b in row.series) == 4
+    assert sum(b.calls for b in row.series) == 4 and sum(b.successes for b in row.series) == 3
+    assert [b.ttft_ms for b in row.series][-1] == 150  # the newest slice: one success at 150
+    assert all(b.start.minute % 15 == 0 for b in row.series)
     assert [e.simulation_id for e in board.events] == ["s"]

@@ -141,7 +141,7 @@ class StatusBoard:
 
 
 def status_board(
-    models: Sequence[Model], db: Path, now: datetime, *, events: int = 20
+    models: Sequence[Model], db: Path | str, now: datetime, *, events: int = 20
 ) -> StatusBoard:
     """Everything the status page shows, read in one go."""
     with open_store(db, write=False) as store:

@@ -45,7 +45,7 @@ class ServeSettings:
     """What `serve` was started with, resolved (paths, the token's value) beforehand."""
 
     config: Path  # models.toml, watched for changes
-    db: Path
+    db: Path | str  # a SQLite file or a postgresql:// URL
     token: str | None = None  # with a token, every route but /livez requires it
     probe_every_s: float | None = None
 

@@ -11,6 +11,7 @@ import socket
 import sys
 from datetime import UTC, datetime
 
+from voicefallback.config import display_location
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.records import iso
 from voicefallback.server.app import ServeSettings, create_app
@@ -107,7 +108,7 @@ async def _serve(settings: ServeSettings, sock: socket.socket, mode: str | None)
             port,
             router.mode,
             len(router.registry.models),
-            settings.db,
+            display_location(settings.db),  # a URL's password stays out of the log
         )
         await uvicorn.Server(config).serve(sockets=[sock])
 

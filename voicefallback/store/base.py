@@ -460,12 +460,10 @@ class SQLStore:
             "SELECT substr(at, 1, 14) AS hour, CAST(substr(at, 15, 2) AS INTEGER) / ? AS part,"
             " count(*) AS calls, coalesce(sum(ok), 0) AS successes,"
             " avg(CASE WHEN ok = 1 THEN coalesce(ttft_ms, latency_ms) END) AS ttft"
-            " FROM probes WHERE model = ? AND at >= ?"
-            " GROUP BY substr(at, 1, 14), CAST(substr(at, 15, 2) AS INTEGER) / ?"
-            " ORDER BY hour, part"
+            " FROM probes WHERE model = ? AND at >= ? GROUP BY 1, 2 ORDER BY 1, 2"
         )
         with self._guard("read"):
-            rows = self._fetch(sql, (bucket_minutes, model, iso(since), bucket_minutes))
+            rows = self._fetch(sql, (bucket_minutes, model, iso(since)))
         return [
             TtftBucket(
                 start=parse_iso(f"{row['hour']}{int(row['part']) * bucket_minutes:02d}:00Z"),
