@@ -98,6 +98,10 @@ def test_health_probe_metrics_and_process_checks(serve, cli):
     assert metrics.text == cli("health", "--format", "prometheus").stdout
 
     assert server.get("/livez").json() == {"status": "ok"}
+    assert server.get("/nope").json() == {"error": "Not Found"}
+    wrong = server.get("/interviews/start")
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    assert wrong.json() == {"error": "Method Not Allowed"}
     assert server.get("/readyz").json() == {
         "status": "ready",
         "mode": "stub",

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicefallback import __version__
 from voicefallback.config import load_registry
@@ -117,6 +118,14 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
         return error_response(503, one_line(exc))
     log.error("%s %s: %s", request.method, request.url.path, one_line(exc))
     return error_response(500, one_line(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (404 unknown route, 405 wrong method) in the same shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    response = error_response(exc.status_code, str(exc.detail))
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _bad_request(request: Request, exc: Exception) -> Response:
@@ -272,6 +281,7 @@ def create_app(router: AsyncSessionRouter, settings: ServeSettings) -> FastAPI:
     app.include_router(api)
     app.add_exception_handler(VoicefallbackError, _domain_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(EdgeMiddleware, token=settings.token)
     app.state.openapi = None
     app.openapi = lambda: _openapi(app, router, settings.token)  # type: ignore[method-assign]
