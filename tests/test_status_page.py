@@ -63,7 +63,7 @@ def test_sparkline_draws_the_last_24_hours_with_gaps_and_failures(config_file):
     now = utcnow().replace(minute=59, second=0, microsecond=0)
     registry = load_registry(config_path(None))
     model = registry.require(MINI, "test")
-    model = type(model)(model.id, model.provider, model.name, Thresholds(ttft_budget_ms=500))
+    model = type(model)(model.id, model.provider, model.name, Thresholds(ttft_budget_ms=350))
     health = ModelHealth(model, None, "healthy", None, RecentStats(0, 0, None, None, None), None)
     series = [
         TtftBucket(now - timedelta(minutes=60), 2, 2, 200),
@@ -73,7 +73,7 @@ def test_sparkline_draws_the_last_24_hours_with_gaps_and_failures(config_file):
     svg = sparkline(BoardRow(health, [SuccessRate(300, 0, 0)], series), now)
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 1  # two runs of points
     assert svg.count('class="fail"') == 1  # the slice where calls failed
-    assert 'class="budget"' in svg and "budget 500 ms" in svg
+    assert 'class="budget"' in svg and "budget 350 ms" in svg and "peak 400 ms" in svg
 
 
 def _chromium_or_skip() -> None:

@@ -153,7 +153,8 @@ def sparkline(row: BoardRow, now: datetime) -> str:
     budget = row.health.model.thresholds.ttft_budget_ms
     start = now - timedelta(seconds=SERIES_SPAN_S)
     figures = [b.ttft_ms for b in row.series if b.ttft_ms is not None]
-    top = max([budget, *figures]) * 1.1
+    peak = max(figures, default=budget)
+    top = peak * 1.15  # scaled to what was measured; the budget line shows when in range
 
     def slot(moment: datetime) -> int:
         return int((moment - start).total_seconds() // (SERIES_BUCKET_MINUTES * 60))
@@ -184,12 +185,17 @@ def sparkline(row: BoardRow, now: datetime) -> str:
         f"first-token time over the last 24 hours: {len(figures)} of {slots} slices with "
         f"successful calls, budget {budget} ms"
     )
-    budget_line = f'<line class="budget" x1="0" x2="{width}" y1="{y(budget)}" y2="{y(budget)}"/>'
+    budget_line = (
+        f'<line class="budget" x1="0" x2="{width}" y1="{y(budget)}" y2="{y(budget)}"/>'
+        if budget <= top
+        else ""
+    )
     return (
         f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
         f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>'
         f"{budget_line}{paths}{''.join(ticks)}</svg>"
-        '<div class="axis"><span>24 h ago</span><span>first token</span><span>now</span></div>'
+        '<div class="axis"><span>24 h ago</span>'
+        f"<span>first token{f', peak {peak} ms' if figures else ''}</span><span>now</span></div>"
     )
 
 
