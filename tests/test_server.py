@@ -143,7 +143,7 @@ def test_bad_bodies_are_400_with_one_line_and_write_nothing(serve, db_file):
         assert list(document) == ["error"]
         assert says in document["error"] and "\n" not in document["error"], document
     written = "SELECT (SELECT count(*) FROM probes), (SELECT count(*) FROM events)"
-    assert rows(db_file, written) == [(0, 0)]
+    assert not db_file.exists() or rows(db_file, written) == [(0, 0)]
 
 
 def test_bad_query_parameters_are_400_with_one_line(serve):
@@ -177,7 +177,7 @@ def test_a_body_over_256_kib_is_413_and_writes_nothing(serve, db_file):
         yield b'"}'
 
     assert server.post("/interviews/start", content=chunks()).status_code == 413
-    assert rows(db_file, "SELECT count(*) FROM events") == [(0,)]
+    assert not db_file.exists() or rows(db_file, "SELECT count(*) FROM events") == [(0,)]
 
 
 def test_no_model_can_start_is_503_with_the_start_document(serve, config_file, db_file):
