@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import SHIPPED_CONFIG
 
 SDKS = ["openai", "anthropic", "httpx", "httpx2", "pydantic"]
-WEB = ["fastapi", "starlette", "uvicorn"]  # `serve` alone imports them
+WEB = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools"]  # `serve` alone imports them
 REPORT = """
 import json, sys
 from voicefallback.cli import main
