@@ -209,6 +209,9 @@ async def _reload(router: AsyncSessionRouter, path: Path) -> None:
     except VoicefallbackError as exc:
         log.error("models.toml not reloaded, the previous registry stays: %s", one_line(exc))
         return
+    except Exception:  # a bug: say so, and keep serving on the previous registry
+        log.exception("models.toml not reloaded, the previous registry stays")
+        return
     router.reload(registry)
     log.info("models.toml reloaded: %d models from %s", len(registry.models), path)
 
@@ -237,6 +240,8 @@ async def probe_loop(router: AsyncSessionRouter, every_s: float) -> None:
             probed = await router.probe()
         except VoicefallbackError as exc:
             log.warning("scheduled probe skipped: %s", one_line(exc))
+        except Exception:  # a bug: say so, and keep the schedule
+            log.exception("scheduled probe failed")
         else:
             for line in status_change_lines(probed):
                 log.info("%s", line)
