@@ -22,6 +22,7 @@ SONNET = "anthropic:claude-3-5-sonnet-latest"  # down in the shipped stub regist
 MINI = "openai:gpt-4o-mini"
 
 EXECUTABLE = Path(sys.executable).with_name("voicefallback")
+KEY = "sk-test-0123456789abcdefghijklmnop"  # an API key in the server's environment
 TOKEN = "s3cret-token-for-tests-0123456789"
 
 
@@ -197,7 +198,7 @@ def test_no_model_can_start_is_503_with_the_start_document(serve, config_file, d
 
 
 def test_a_token_guards_every_route_but_livez(serve, cli, monkeypatch):
-    server = serve("--token-env", "VF_TOKEN", env={"VF_TOKEN": TOKEN})
+    server = serve("--token-env", "VF_TOKEN", env={"VF_TOKEN": TOKEN, "OPENAI_API_KEY": KEY})
     good = {"Authorization": f"Bearer {TOKEN}"}
     for path in ("/", "/health", "/fallbacks", "/metrics", "/readyz", "/openapi.json", "/nope"):
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -210,7 +211,7 @@ def test_a_token_guards_every_route_but_livez(serve, cli, monkeypatch):
     for path in ("/", "/health", "/fallbacks", "/metrics", "/readyz", "/openapi.json"):
         answer = server.get(path, headers=good)
         assert answer.status_code == 200, path
-        assert TOKEN not in answer.text
+        assert TOKEN not in answer.text and KEY not in answer.text
     started = server.post(
         "/interviews/start",
         json={"simulationId": "s", "primary": SONNET},
@@ -222,7 +223,7 @@ def test_a_token_guards_every_route_but_livez(serve, cli, monkeypatch):
     assert "security" not in document["paths"]["/livez"]["get"]
     assert document["paths"]["/health"]["get"]["security"] == [{"bearer": []}]
     assert server.stop() == 0
-    assert TOKEN not in server.stderr
+    assert TOKEN not in server.stderr and KEY not in server.stderr
 
 
 def test_listening_beyond_loopback_needs_a_set_token_variable(cli, monkeypatch):
