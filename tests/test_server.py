@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.pg_server import PASSWORD
 from voicefallback.locking import probe_lock
 
 pytest_plugins = ["tests.conftest_serve"]
@@ -372,3 +373,17 @@ def test_the_readme_systemd_unit_serves_reloads_and_stops_cleanly(serve, tmp_pat
         status = server.stop(signal.SIGTERM, timeout=10)  # systemctl stop
     assert status == 0
     assert (tmp_path / "state" / "state.db").exists()
+
+
+def test_serve_on_postgresql_answers_the_same_and_never_shows_the_password(serve, pg_url):
+    server = serve(env={"VOICEFALLBACK_DB": pg_url})
+    a = server.post("/interviews/start", json={"simulationId": "sim-auto", "primary": SONNET})
+    assert a.status_code == 200 and a.json()["chosen"] == MINI
+    events = server.get("/fallbacks").json()["events"]
+    assert [e["simulationId"] for e in events] == ["sim-auto"]
+    assert server.get("/readyz").json()["status"] == "ready"
+    page = server.get("/")
+    assert page.status_code == 200 and "sim-auto" in page.text
+    assert server.stop() == 0
+    for text in (server.stderr, page.text, a.text):
+        assert PASSWORD not in text

@@ -39,6 +39,13 @@ class Agent(_Document):
     received_config: dict[str, Any] = Field(description="The request body, as received.")
 
 
+DEGRADED = Field(
+    None,
+    description="Present (true) only when a PostgreSQL state was out of reach: the start was "
+    "decided on just-in-time probes alone and its writes wait in the local spool.",
+)
+
+
 class StartedDocument(_Document):
     """200: the session started, on its primary or on a fallback."""
 
@@ -48,6 +55,7 @@ class StartedDocument(_Document):
     usedFallback: bool
     fallbackSource: Source | None
     reason: Reason | None
+    degraded: Literal[True] | None = DEGRADED
     agent: Agent
 
 
@@ -60,6 +68,7 @@ class NotStartedDocument(_Document):
     usedFallback: Literal[False]
     fallbackSource: Source | None
     reason: Reason | None
+    degraded: Literal[True] | None = DEGRADED
     error: str | None
     candidates: list[Candidate]
     agent: None
