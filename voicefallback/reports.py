@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from voicefallback.config import Model
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Model
 from voicefallback.health import status_of
 from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange, TtftBucket
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
@@ -65,8 +65,9 @@ def health_report(
     now: datetime,
     *,
     with_event_counts: bool = False,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> HealthReport:
-    with open_store(db, write=False) as store:
+    with open_store(db, write=False, connect_timeout_s=connect_timeout_s) as store:
         snapshots = store.snapshots(m.id for m in models)
         rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
         counts = store.event_counts() if with_event_counts else None
@@ -81,8 +82,9 @@ def model_history(
     since: datetime | None,
     window: Window,
     now: datetime,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> ModelHistory:
-    with open_store(db, write=False) as store:
+    with open_store(db, write=False, connect_timeout_s=connect_timeout_s) as store:
         snapshot = store.snapshots([model.id]).get(model.id)
         return ModelHistory(
             at=now,
@@ -95,10 +97,14 @@ def model_history(
 
 
 def model_statuses(
-    models: Sequence[Model], db: Path | str, now: datetime
+    models: Sequence[Model],
+    db: Path | str,
+    now: datetime,
+    *,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> list[tuple[Model, str]]:
     """Each registered model with its status, for `models`; snapshots only."""
-    with open_store(db, write=False) as store:
+    with open_store(db, write=False, connect_timeout_s=connect_timeout_s) as store:
         snapshots = store.snapshots(m.id for m in models)
     return [(m, status_of(snapshots.get(m.id), m.thresholds, now)) for m in models]
 
@@ -106,7 +112,9 @@ def model_statuses(
 def fallback_events(
     db: Path | str, simulation_id: str | None, since: datetime | None, limit: int | None
 ) -> list[FallbackEvent]:
-    """`fallbacks`: events newest first, straight from the state file."""
+    """`fallbacks`: events newest first, straight from the state (it reads no registry, so
+    a database gets the default connect_timeout_s, unless its URL or PGCONNECT_TIMEOUT
+    says otherwise)."""
     with open_store(db, write=False) as store:
         return store.events(simulation_id, since, limit)
 

@@ -62,7 +62,9 @@ def list_models(
     with domain_errors():
         registry = registry_from(config)
         chosen_mode = resolve_mode(mode, registry)
-        rows = model_statuses(registry.models, db_path(db), utcnow())
+        rows = model_statuses(
+            registry.models, db_path(db), utcnow(), connect_timeout_s=registry.connect_timeout_s
+        )
         document = documents.models_json(registry, chosen_mode, rows)
     if json:
         print_json(document)

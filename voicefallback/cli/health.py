@@ -127,6 +127,7 @@ def health(
                 since=since_at,
                 window=recent,
                 now=now,
+                connect_timeout_s=registry.connect_timeout_s,
             )
             document = documents.history_json(past)
             rows = [document]
@@ -138,6 +139,7 @@ def health(
                 recent,
                 now,
                 with_event_counts=fmt is OutputFormat.prometheus,
+                connect_timeout_s=registry.connect_timeout_s,
             )
             document = documents.health_json(report)
             rows = document["models"]

@@ -198,7 +198,14 @@ def _write_textfile(path: Path, registry: Registry, state: Path | str) -> None:
     from voicefallback.reports import health_report
     from voicefallback.stats import Window
 
-    report = health_report(registry.models, state, Window(), utcnow(), with_event_counts=True)
+    report = health_report(
+        registry.models,
+        state,
+        Window(),
+        utcnow(),
+        with_event_counts=True,
+        connect_timeout_s=registry.connect_timeout_s,
+    )
     try:
         write_textfile(path, prometheus_text(report), _protected(state, registry))
     except (OSError, InputError) as exc:
