@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
 from tests.pg_server import PostgresServer, missing_reason
-from voicefallback.cli import app
+from voicefallback.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_CONFIG = REPO / "models.toml"
@@ -100,15 +102,39 @@ class Run:
 
 
 @pytest.fixture
-def cli(config_file: Path, db_file: Path) -> Callable[..., Run]:
-    """Run a command in-process; stdout and stderr kept apart, as a shell would see them."""
-    runner = CliRunner()
+def bare_cli(
+    isolated: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Run]:
+    """`voicefallback ARGS` as a user runs it: the real entry point, `main()`, in-process, so
+    usage errors, exit codes and signal handling are what users get. stdout and stderr are kept
+    apart, as a shell would see them; stdin is `input` (or empty). No registry or state is set
+    beyond the test's own user dirs; `cli` is the same with both set."""
 
-    def run(*args: str, input: str | None = None) -> Run:
-        result = runner.invoke(app, list(args), input=input, catch_exceptions=False)
-        return Run(result.exit_code, result.stdout, result.stderr)
+    def run(*args: str, input: str | bytes | None = None) -> Run:
+        data = input.encode() if isinstance(input, str) else input or b""
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+        monkeypatch.setattr(sys, "argv", ["voicefallback", *args])
+        handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        capsys.readouterr()
+        try:
+            main()
+        except SystemExit as done:
+            code = done.code
+        else:
+            raise AssertionError("main() returned instead of exiting")
+        finally:  # main() installs its own SIGTERM and SIGINT handlers
+            signal.signal(signal.SIGTERM, handlers[0])
+            signal.signal(signal.SIGINT, handlers[1])
+        out, err = capsys.readouterr()
+        return Run(code if isinstance(code, int) else 0 if code is None else 1, out, err)
 
     return run
+
+
+@pytest.fixture
+def cli(config_file: Path, db_file: Path, bare_cli: Callable[..., Run]) -> Callable[..., Run]:
+    """`bare_cli` with the test's copy of the shipped models.toml and its own state file."""
+    return bare_cli
 
 
 def write_config(path: Path, text: str) -> Path:

@@ -1,49 +1,28 @@
-"""Hostile input against an existing state file: exit 2, one line naming what and where, and
-the file byte-for-byte as it was. (test_config.py and test_cli_start.py check the messages of
-many of these cases on a missing state file; here the state file exists.)
+"""The entry point, `main()`: hostile input against an existing state file is exit 2, one line
+naming what and where, and the file byte-for-byte as it was. (test_config.py and
+test_cli_start.py check the messages of many of these cases on a missing state file; here the
+state file exists.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Run
-from voicefallback.cli import main
 
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 MINI = "openai:gpt-4o-mini"
 
 
 @pytest.fixture
-def run_main(
-    config_file: Path, db_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch
-) -> Iterator[Callable[..., Run]]:
-    """The real entry point in-process, so usage errors are the one line users see."""
-    handler = signal.getsignal(signal.SIGTERM)
-
-    def run(*args: str) -> Run:
-        monkeypatch.setattr(sys, "argv", ["voicefallback", *args])
-        with pytest.raises(SystemExit) as done:
-            main()
-        captured = capsys.readouterr()
-        code = done.value.code
-        return Run(code if isinstance(code, int) else 1, captured.out, captured.err)
-
-    yield run
-    signal.signal(signal.SIGTERM, handler)
-
-
-@pytest.fixture
-def existing_state(run_main: Callable[..., Run], db_file: Path) -> Callable[[], tuple[str, list]]:
-    assert run_main("probe", "--json").exit_code == 0
-    assert run_main("start", "--simulation-id", "s", "--primary", SONNET, "--json").exit_code == 0
+def existing_state(cli: Callable[..., Run], db_file: Path) -> Callable[[], tuple[str, list]]:
+    assert cli("probe", "--json").exit_code == 0
+    assert cli("start", "--simulation-id", "s", "--primary", SONNET, "--json").exit_code == 0
 
     def fingerprint() -> tuple[str, list[str]]:
         digest = hashlib.sha256(db_file.read_bytes()).hexdigest()
@@ -115,10 +94,10 @@ def assert_refused(result: Run, fragment: str) -> None:
     ],
 )
 def test_bad_option_is_one_line_exit_2_and_the_state_file_is_untouched(
-    run_main, existing_state, args, fragment
+    cli, existing_state, args, fragment
 ):
     before = existing_state()
-    assert_refused(run_main(*args), fragment)
+    assert_refused(cli(*args), fragment)
     assert existing_state() == before
 
 
@@ -162,7 +141,7 @@ id = "p:m"
     ],
 )
 def test_hostile_registry_is_one_line_exit_2_and_the_state_file_is_untouched(
-    run_main, existing_state, tmp_path, content, fragment
+    cli, existing_state, tmp_path, content, fragment
 ):
     bad = tmp_path / "bad.toml"
     if isinstance(content, bytes):
@@ -176,29 +155,29 @@ def test_hostile_registry_is_one_line_exit_2_and_the_state_file_is_untouched(
         ["start", "--simulation-id", "s2", "--primary", "p:m"],
         ["prune"],
     ):
-        result = run_main(*command, "--config", str(bad))
+        result = cli(*command, "--config", str(bad))
         assert_refused(result, fragment)
         assert str(bad) in result.stderr
         assert existing_state() == before, command
 
 
-def test_huge_limit_means_no_limit_rather_than_a_crash(run_main, existing_state):
-    result = run_main("fallbacks", "--json", "--limit", "9" * 30)
+def test_huge_limit_means_no_limit_rather_than_a_crash(cli, existing_state):
+    result = cli("fallbacks", "--json", "--limit", "9" * 30)
     assert result.exit_code == 0 and len(result.json["events"]) == 1
 
 
-def test_huge_windows_and_history_limits_are_refused_in_one_line(run_main):
+def test_huge_windows_and_history_limits_are_refused_in_one_line(cli):
     for args in (
         ("health", "--window", "9" * 23),
         ("health", "--history", "openai:gpt-4o-mini", "--limit", "9" * 23),
     ):
-        result = run_main(*args)
+        result = cli(*args)
         assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.stderr
         assert "Invalid value for" in result.stderr
 
 
-def test_bare_voicefallback_prints_help_and_no_error_line(run_main):
-    result = run_main()
+def test_bare_voicefallback_prints_help_and_no_error_line(cli):
+    result = cli()
     assert result.exit_code == 0
     assert "Usage: voicefallback" in result.stdout and "probe" in result.stdout
     assert result.stderr == ""

@@ -8,22 +8,14 @@ import stat
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from voicefallback.cli import app
 from voicefallback.config import load_registry
 from voicefallback.starter import STARTER_TOML
 
-runner = CliRunner()
 
-
-def run(*args: str, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, list(args), env=env, catch_exceptions=False)
-
-
-def test_init_writes_a_starter_that_probes_and_starts_in_stub_mode(isolated: Path):
+def test_init_writes_a_starter_that_probes_and_starts_in_stub_mode(isolated: Path, bare_cli):
     target = isolated / "conf" / "models.toml"
-    result = run("init", "--config", str(target), "--json")
+    result = bare_cli("init", "--config", str(target), "--json")
     assert result.exit_code == 0, result.stderr
     state = Path(os.environ["XDG_STATE_HOME"]) / "voicefallback" / "state.db"
     assert json.loads(result.stdout) == {"config": str(target), "created": True, "db": str(state)}
@@ -33,9 +25,9 @@ def test_init_writes_a_starter_that_probes_and_starts_in_stub_mode(isolated: Pat
     assert registry.mode == "stub" and len(registry.models) >= 2
 
     db = str(isolated / "state.db")
-    probe = run("probe", "--config", str(target), "--db", db, "--json")
+    probe = bare_cli("probe", "--config", str(target), "--db", db, "--json")
     assert probe.exit_code == 0, probe.stderr
-    start = run(
+    start = bare_cli(
         "start",
         "--config",
         str(target),
@@ -51,31 +43,32 @@ def test_init_writes_a_starter_that_probes_and_starts_in_stub_mode(isolated: Pat
     assert '"usedFallback": true' in start.stdout  # the starter shows a fallback in stub mode
 
 
-def test_init_refuses_to_overwrite(isolated: Path):
+def test_init_refuses_to_overwrite(isolated: Path, bare_cli):
     target = isolated / "models.toml"
     target.write_text("# mine\n")
-    result = run("init", "--config", str(target))
+    result = bare_cli("init", "--config", str(target))
     assert result.exit_code == 2
     assert "already exists" in result.stderr and str(target) in result.stderr
     assert result.stdout == ""
     assert target.read_text() == "# mine\n"
 
 
-def test_init_defaults_to_the_user_config_dir_where_commands_look(isolated: Path):
-    result = run("init")
+def test_init_defaults_to_the_user_config_dir_where_commands_look(isolated: Path, bare_cli):
+    result = bare_cli("init")
     assert result.exit_code == 0, result.stderr
     written = Path(os.environ["XDG_CONFIG_HOME"]) / "voicefallback" / "models.toml"
     assert written.read_text() == STARTER_TOML
     assert str(written) in result.stdout
     # No --config, no ./models.toml: every command now finds the starter.
-    models = run("models", "--json")
+    models = bare_cli("models", "--json")
     assert models.exit_code == 0, models.stderr
     assert '"config": "' + str(written) in models.stdout
 
 
-def test_init_follows_the_config_variable(isolated: Path):
+def test_init_follows_the_config_variable(isolated: Path, bare_cli, monkeypatch):
     target = isolated / "from-env.toml"
-    result = run("init", "--json", env={"VOICEFALLBACK_CONFIG": str(target)})
+    monkeypatch.setenv("VOICEFALLBACK_CONFIG", str(target))
+    result = bare_cli("init", "--json")
     assert result.exit_code == 0 and target.exists()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from voicefallback.cli import app
 
@@ -44,16 +43,16 @@ def test_every_option_and_argument_has_help(name):
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_help_output_shows_the_example(name):
-    result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
+def test_help_output_shows_the_example(name, bare_cli):
+    result = bare_cli(*name.split(), "--help")
     assert result.exit_code == 0
     assert "Example: voicefallback" in result.stdout
     first = (ALL[name].help or "").splitlines()[0]
     assert first in result.stdout
 
 
-def test_root_help_lists_every_command_with_its_summary():
-    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+def test_root_help_lists_every_command_with_its_summary(bare_cli):
+    result = bare_cli("--help")
     assert result.exit_code == 0
     for name in ROOT.commands:  # type: ignore[attr-defined]
         assert name in result.stdout
@@ -70,10 +69,10 @@ def test_every_command_accepts_config_db_and_json():
 
 
 @pytest.mark.parametrize("name", COMMANDS)
-def test_help_texts_survive_rich_markup(name):
+def test_help_texts_survive_rich_markup(name, bare_cli):
     """Typer renders help as rich markup: text in [brackets] would silently vanish."""
     for param in ALL[name].params:
         assert "[" not in (getattr(param, "help", None) or ""), f"{name}: {param.name}"
-    result = CliRunner().invoke(app, [*name.split(), "--help"], env={"COLUMNS": "200"})
+    result = bare_cli(*name.split(), "--help")
     if any("--config" in p.opts for p in ALL[name].params):
         assert "VOICEFALLBACK_CONFIG" in result.stdout and "VOICEFALLBACK_DB" in result.stdout

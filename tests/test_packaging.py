@@ -5,11 +5,8 @@ from __future__ import annotations
 import re
 import tomllib
 
-from typer.testing import CliRunner
-
 import voicefallback
 from tests.conftest import REPO
-from voicefallback.cli import app
 
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
@@ -28,8 +25,8 @@ def test_metadata_is_complete_for_publishing():
     assert PROJECT["scripts"] == {"voicefallback": "voicefallback.cli:main"}
 
 
-def test_the_version_is_written_in_one_place():
+def test_the_version_is_written_in_one_place(bare_cli):
     assert "version" not in PROJECT and PROJECT["dynamic"] == ["version"]
     assert re.fullmatch(r"\d+\.\d+\.\d+(?:[ab]\d+|rc\d+)?", voicefallback.__version__)
-    result = CliRunner().invoke(app, ["--version"])
+    result = bare_cli("--version")
     assert result.exit_code == 0 and result.stdout == f"voicefallback {voicefallback.__version__}\n"
