@@ -1,10 +1,14 @@
-"""Every command explains itself: a one-line summary, an example, and help on every option."""
+"""Every command explains itself (a one-line summary, an example, help on every option), and
+the README documents every command and every option its `--help` shows."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 import typer
 
+from tests.conftest import REPO
 from voicefallback.cli import app
 
 ROOT = typer.main.get_command(app)
@@ -76,3 +80,70 @@ def test_help_texts_survive_rich_markup(name, bare_cli):
     result = bare_cli(*name.split(), "--help")
     if any("--config" in p.opts for p in ALL[name].params):
         assert "VOICEFALLBACK_CONFIG" in result.stdout and "VOICEFALLBACK_DB" in result.stdout
+
+
+# -- the README ----------------------------------------------------------------------------
+
+
+def readme_sections() -> tuple[str, dict[str, str]]:
+    """The README's opening sections (what every command shares: `--json`, the Files table),
+    and each command's own documentation: every section whose heading names the command in
+    backticks, down to the next heading of the same or a higher level."""
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    headings = []  # (line number, level, text), outside code blocks
+    fenced = False
+    for number, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif not fenced and (match := re.match(r"(#+) (.*)", line)):
+            headings.append((number, len(match[1]), match[2]))
+    opening = "\n".join(lines[: next(n for n, _, text in headings if text == "models.toml")])
+    sections: dict[str, str] = {}
+    for i, (number, level, text) in enumerate(headings):
+        end = next((n for n, lv, _ in headings[i + 1 :] if lv <= level), len(lines))
+        for name in re.findall(r"`([a-z][a-z ]*)`", text):
+            sections[name] = sections.get(name, "") + "\n".join(lines[number:end])
+    return opening, sections
+
+
+OPENING, SECTIONS = readme_sections()
+
+
+def shown_options(command: typer.core.TyperCommand) -> list[str]:
+    """The long options `--help` shows for a command, each name of each (`--x/--no-x`)."""
+    return [
+        name
+        for param in command.params
+        if param.param_type_name == "option" and not getattr(param, "hidden", False)
+        for name in (*param.opts, *param.secondary_opts)
+        if name.startswith("--") and name != "--help"
+    ]
+
+
+def mentioned(option: str, text: str) -> bool:
+    return re.search(re.escape(option) + r"(?![\w-])", text) is not None
+
+
+def test_every_command_has_a_readme_section():
+    missing = [name for name in LEAVES if name not in SECTIONS]
+    assert not missing, f"commands without a README section (### `name` — ...): {missing}"
+
+
+@pytest.mark.parametrize("name", LEAVES)
+def test_every_option_in_help_is_in_the_readme(name, bare_cli):
+    """Each option `--help` shows is in the command's README section, or in the opening
+    sections for the options every command shares (`--config`, `--db`, `--mode`, `--json`)."""
+    help_text = bare_cli(*name.split(), "--help").stdout
+    options = shown_options(ALL[name])
+    assert options and all(mentioned(option, help_text) for option in options)
+    section = SECTIONS.get(name, "")
+    missing = [o for o in options if not mentioned(o, section) and not mentioned(o, OPENING)]
+    assert not missing, f"{name}: options in --help but not in its README section: {missing}"
+
+
+def test_root_options_are_in_the_readme_opening(bare_cli):
+    help_text = bare_cli("--help").stdout
+    options = shown_options(ROOT)
+    assert all(mentioned(option, help_text) for option in options)
+    missing = [o for o in options if not mentioned(o, OPENING)]
+    assert not missing, f"root options in --help but not in the README's opening: {missing}"
