@@ -74,12 +74,16 @@ def test_start_without_its_database_decides_and_spools_then_it_is_written_in_onc
     # Readers still say the database is out of reach (exit 2), and write nothing.
     assert cli("fallbacks", "--json").exit_code == 2
 
-    down()  # the server is back
-    healthy = cli("start", "--simulation-id", "back", "--primary", "openai:gpt-4o-mini", "--json")
-    assert healthy.exit_code == 0 and "degraded" not in healthy.json and healthy.stderr == ""
-    assert spooled(isolated) == []
+    down()  # the server is back: the next command to reach it, even a reader, writes it in
     events = cli("fallbacks", "--json").json["events"]
     assert [e["simulationId"] for e in events] == ["sim-caller", "sim-auto"]
+    assert spooled(isolated) == []
+    healthy = cli("start", "--simulation-id", "back", "--primary", "openai:gpt-4o-mini", "--json")
+    assert healthy.exit_code == 0 and "degraded" not in healthy.json and healthy.stderr == ""
+    assert [e["simulationId"] for e in cli("fallbacks", "--json").json["events"]] == [
+        "sim-caller",
+        "sim-auto",
+    ]
     # Every call made while it was down is in history exactly once.
     history = Counter(rows(pg_url, "SELECT model, kind, at FROM probes"))
     assert all(history[call] == 1 for call in calls), (calls, history)

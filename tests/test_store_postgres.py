@@ -262,3 +262,21 @@ def test_state_paths_and_urls_are_told_apart():
     assert db_path("state.db") == Path("state.db")
     shown = display_location(url)
     assert shown == "postgresql://vf@db.example:5433/vf?sslmode=require"
+
+
+def test_the_status_board_reads_the_same_on_both_backends(cli, state):
+    """The status page's figures (success rates, first-token series) from either backend."""
+    from voicefallback.config import load_registry
+    from voicefallback.records import utcnow
+    from voicefallback.reports import status_board
+
+    assert cli("probe", "--json").exit_code == 0
+    assert cli("start", "--simulation-id", "s", "--primary", SONNET, "--json").exit_code == 0
+    registry = load_registry(SHIPPED_CONFIG)
+    board = status_board(registry.models, state, utcnow())
+    by_model = {row.health.model.id: row for row in board.models}
+    mini = by_model["openai:gpt-4o-mini"]
+    assert [rate.calls for rate in mini.success] == [2, 2, 2]  # the probe, the opening call
+    assert sum(bucket.calls for bucket in mini.series) == 2
+    assert all(bucket.ttft_ms == 180 for bucket in mini.series)
+    assert [e.simulation_id for e in board.events] == ["s"]

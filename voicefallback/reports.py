@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Model
-from voicefallback.health import status_of
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Model, is_database_url
+from voicefallback.errors import StateError, StateUnreachable
+from voicefallback.health import apply_probe, status_of
 from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange, TtftBucket
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
 from voicefallback.store import Store, open_store
+from voicefallback.store.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ def health_report(
     with_event_counts: bool = False,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> HealthReport:
-    with open_store(db, write=False, connect_timeout_s=connect_timeout_s) as store:
+    with _read(db, connect_timeout_s) as store:
         snapshots = store.snapshots(m.id for m in models)
         rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
         counts = store.event_counts() if with_event_counts else None
@@ -84,7 +86,7 @@ def model_history(
     now: datetime,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> ModelHistory:
-    with open_store(db, write=False, connect_timeout_s=connect_timeout_s) as store:
+    with _read(db, connect_timeout_s) as store:
         snapshot = store.snapshots([model.id]).get(model.id)
         return ModelHistory(
             at=now,
@@ -104,9 +106,24 @@ def model_statuses(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> list[tuple[Model, str]]:
     """Each registered model with its status, for `models`; snapshots only."""
-    with open_store(db, write=False, connect_timeout_s=connect_timeout_s) as store:
+    with _read(db, connect_timeout_s) as store:
         snapshots = store.snapshots(m.id for m in models)
     return [(m, status_of(snapshots.get(m.id), m.thresholds, now)) for m in models]
+
+
+def _read(db: Path | str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Store:
+    """The state opened for reading, after writing in what a degraded `start` spooled for it
+    (SPEC: the next command that reaches the database writes the spool in). A reader not
+    allowed to write leaves the spool for the next writer and reads on."""
+    if is_database_url(db) and Spool.for_location(db).pending():
+        try:
+            with open_store(db, write=True, connect_timeout_s=connect_timeout_s) as writer:
+                writer.record([], {}, update=apply_probe)  # writes the spool in first
+        except StateUnreachable:
+            raise
+        except StateError:
+            pass
+    return open_store(db, write=False, connect_timeout_s=connect_timeout_s)
 
 
 def fallback_events(
@@ -115,7 +132,7 @@ def fallback_events(
     """`fallbacks`: events newest first, straight from the state (it reads no registry, so
     a database gets the default connect_timeout_s, unless its URL or PGCONNECT_TIMEOUT
     says otherwise)."""
-    with open_store(db, write=False) as store:
+    with _read(db) as store:
         return store.events(simulation_id, since, limit)
 
 
@@ -152,7 +169,7 @@ def status_board(
     models: Sequence[Model], db: Path | str, now: datetime, *, events: int = 20
 ) -> StatusBoard:
     """Everything the status page shows, read in one go."""
-    with open_store(db, write=False) as store:
+    with _read(db) as store:
         snapshots = store.snapshots(m.id for m in models)
         rows = []
         for model in models:
