@@ -280,3 +280,36 @@ def test_the_status_board_reads_the_same_on_both_backends(cli, state):
     assert sum(bucket.calls for bucket in mini.series) == 2
     assert all(bucket.ttft_ms == 180 for bucket in mini.series)
     assert [e.simulation_id for e in board.events] == ["s"]
+
+
+def test_a_pgpass_file_supplies_the_password(cli, pg_url, monkeypatch, isolated):
+    home = Path(str(isolated.parent / "home"))  # the test's HOME (conftest)
+    url = pg_url.replace(f":{PASSWORD}@", "@")
+    host_port_db = url.split("@", 1)[1]
+    host, _, rest = host_port_db.partition(":")
+    port, _, dbname = rest.partition("/")
+    pgpass = home / ".pgpass"
+    pgpass.write_text(f"{host}:{port}:{dbname}:vf:{PASSWORD}\n")
+    pgpass.chmod(0o600)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))  # libpq's own default is ~/.pgpass
+    result = cli("probe", "--db", url, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
+
+
+def test_a_schema_of_its_own_in_a_shared_database(cli, pg_url, pg_server, monkeypatch):
+    """A database that holds other tables is fine when voicefallback gets its own schema."""
+    dbname = pg_url.rsplit("/", 1)[1]
+    pg_server.admin("CREATE TABLE users (id int); ALTER TABLE users OWNER TO vf", dbname)
+    pg_server.admin("CREATE SCHEMA voicefallback AUTHORIZATION vf", dbname)
+    url = f"{pg_url}?options=-csearch_path%3Dvoicefallback"
+    monkeypatch.setenv("VOICEFALLBACK_DB", url)
+    assert cli("probe", "--json").exit_code == 0
+    assert cli("health", "--json").exit_code == 0
+    tables = pg_server.admin(
+        "SELECT schemaname, count(*) FROM pg_tables WHERE tablename IN ('probes', 'users')"
+        " GROUP BY 1 ORDER BY 1",
+        dbname,
+    )
+    assert tables == [("public", 1), ("voicefallback", 1)]
