@@ -197,7 +197,7 @@ class PostgresStore(SQLStore):
         try:
             yield
         except psycopg.OperationalError as exc:
-            if self._conn is not None and self._conn.closed:
+            if self._conn is not None and (self._conn.closed or self._conn.broken):
                 raise StateUnreachable(
                     f"{self.label}: lost the state database while trying to {action}:"
                     f" {self._text(exc)}"
