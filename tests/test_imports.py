@@ -79,6 +79,12 @@ def test_json_commands_on_an_existing_state_file_skip_rich_and_sqlite_utils(args
     assert imported(args, [*SDKS, "rich", "sqlite_utils", "psycopg"], env) == []
 
 
+@pytest.mark.parametrize("args", [["health", "--json"], ["fallbacks", "--json"]])
+def test_read_commands_start_no_event_loop(args, tmp_path):
+    """asyncio costs ~15 ms of import: only commands that call providers pay for it."""
+    assert imported(args, ["asyncio", "concurrent"], environment(tmp_path)) == []
+
+
 def test_the_guard_sees_what_a_table_imports(tmp_path):
     """Without --json the table needs rich: proof the guard above can fail."""
     assert imported(["health"], ["rich"], environment(tmp_path)) == ["rich"]

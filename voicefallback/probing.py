@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from voicefallback.config import Model, Registry
+from voicefallback.config import DEFAULT_CONCURRENCY, Model, Registry
 from voicefallback.health import apply_probe
 from voicefallback.locking import DEFAULT_WAIT_S
-from voicefallback.providers import DEFAULT_CONCURRENCY, Adapters
+from voicefallback.providers import Adapters
 from voicefallback.records import Mode, ProbeResult, Snapshot, utcnow
 from voicefallback.retention import prune_after_probe
 from voicefallback.store import open_store

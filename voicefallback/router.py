@@ -13,11 +13,18 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from voicefallback.config import Registry, config_path, db_path, load_registry, resolve_mode
+from voicefallback.config import (
+    DEFAULT_CONCURRENCY,
+    Registry,
+    config_path,
+    db_path,
+    load_registry,
+    resolve_mode,
+)
 from voicefallback.evidence import SessionReport, record_session, session_result
 from voicefallback.health import apply_probe
 from voicefallback.probing import ProbedModel, run_probes
-from voicefallback.providers import DEFAULT_CONCURRENCY, Adapters
+from voicefallback.providers import Adapters
 from voicefallback.records import utcnow
 from voicefallback.retention import prune_after_probe
 from voicefallback.routing import SharedProbes, route_session

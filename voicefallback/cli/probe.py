@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,11 +23,16 @@ from voicefallback.cli.common import (
     registry_from,
     select_with,
 )
-from voicefallback.config import Registry, db_path, display_location, resolve_mode
+from voicefallback.config import (
+    DEFAULT_CONCURRENCY,
+    Registry,
+    db_path,
+    display_location,
+    resolve_mode,
+)
 from voicefallback.documents import print_json
 from voicefallback.errors import InputError
 from voicefallback.locking import DEFAULT_WAIT_S
-from voicefallback.providers import DEFAULT_CONCURRENCY
 from voicefallback.tables import print_error
 
 
@@ -98,6 +102,8 @@ def probe(
 
     Example: voicefallback probe --quiet --textfile /var/lib/node_exporter/voicefallback.prom
     """
+    import asyncio  # here, not at the top: read-only commands need no event loop
+
     from voicefallback import documents, tables
     from voicefallback.durations import parse_duration
     from voicefallback.health import judge

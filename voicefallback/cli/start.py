@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Annotated, Optional
 
@@ -71,6 +70,8 @@ def start(
 
     Example: voicefallback start --simulation-id sim-1 --primary openai:gpt-4o-mini --json
     """
+    import asyncio  # here, not at the top: read-only commands need no event loop
+
     from voicefallback import documents, tables
     from voicefallback.routing import start_session
     from voicefallback.sessions import build_request, parse_body

@@ -13,13 +13,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
-from voicefallback.config import Model, Provider
+from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider
 from voicefallback.records import Mode, ProbeResult
 from voicefallback.redaction import secrets_from_env
-
-# Probes wait on the network, not the CPU: 64 probe a typical registry in one round (50 models
-# at 200 ms: ~0.4 s); 16 would take four rounds (see README "Performance").
-DEFAULT_CONCURRENCY = 64
 
 
 class Adapter(Protocol):
