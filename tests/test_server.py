@@ -387,3 +387,17 @@ def test_serve_on_postgresql_answers_the_same_and_never_shows_the_password(serve
     assert server.stop() == 0
     for text in (server.stderr, page.text, a.text):
         assert PASSWORD not in text
+
+
+def test_a_state_database_out_of_reach_is_503_naming_the_host_not_the_password(serve):
+    """Reads need the state: with its database down they fail fast, temporarily, and say where
+    (a start would still decide, degraded; tests/test_degraded.py)."""
+    url = "postgresql://vf:s3cret-pw@127.0.0.1:1/voicefallback"  # nothing listens on port 1
+    server = serve(env={"VOICEFALLBACK_DB": url})
+    for path in ("/health", "/fallbacks"):
+        answer = server.get(path)
+        assert answer.status_code == 503, answer.text
+        assert "127.0.0.1" in answer.json()["error"] and "s3cret-pw" not in answer.text
+    assert server.get("/readyz").status_code == 503
+    assert server.stop() == 0
+    assert "s3cret-pw" not in server.stderr

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicefallback import __version__
 from voicefallback.config import load_registry
-from voicefallback.errors import InputError, VoicefallbackError
+from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.redaction import redact
 
 if TYPE_CHECKING:
@@ -114,7 +114,9 @@ async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VoicefallbackError)
     if isinstance(exc, InputError):
         return error_response(400, one_line(exc))
-    if exc.exit_code == 75:  # busy: another process holds what this request needs
+    if exc.exit_code == 75 or isinstance(exc, StateUnreachable):
+        # Busy (another process holds what this request needs) or the state database is
+        # down: temporary, and not this server's fault.
         return error_response(503, one_line(exc))
     log.error("%s %s: %s", request.method, request.url.path, one_line(exc))
     return error_response(500, one_line(exc))

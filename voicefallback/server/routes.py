@@ -44,7 +44,8 @@ UNUSABLE: dict[int | str, dict[str, Any]] = {
     500: {"model": schemas.ErrorDocument, "description": "The state file cannot be used."},
     503: {
         "model": schemas.ErrorDocument,
-        "description": "The state file is busy past its wait; try again (Retry-After).",
+        "description": "The state is busy past its wait, or its database cannot be reached; "
+        "try again (Retry-After).",
     },
 }
 
