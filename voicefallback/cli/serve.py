@@ -78,7 +78,7 @@ def serve(
         except ImportError:
             raise InputError(MISSING_EXTRA) from None
         from voicefallback.durations import parse_duration
-        from voicefallback.server.app import ServeSettings
+        from voicefallback.server.responses import ServeSettings
         from voicefallback.server.run import bind, is_loopback, run
 
         interval = parse_duration(probe_every, "--probe-every") if probe_every else None

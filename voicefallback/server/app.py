@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from voicefallback import __version__
 from voicefallback.config import load_registry
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
-from voicefallback.redaction import redact
+from voicefallback.server.responses import ServeSettings, error_response, one_line
 
 if TYPE_CHECKING:
     from voicefallback.router import AsyncSessionRouter
@@ -39,35 +38,6 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What `serve` was started with, resolved (paths, the token's value) beforehand."""
-
-    config: Path  # models.toml, watched for changes
-    db: Path | str  # a SQLite file or a postgresql:// URL
-    token: str | None = None  # with a token, every route but /livez requires it
-    probe_every_s: float | None = None
-
-
-def document_response(document: dict[str, Any], status_code: int = 200) -> Response:
-    """The CLI's --json bytes exactly: one object, not ASCII-escaped, then a newline."""
-    from voicefallback.documents import json_text
-
-    return Response(json_text(document), status_code=status_code, media_type="application/json")
-
-
-def error_response(status_code: int, message: str) -> Response:
-    """`{"error": "<one line>"}`, redacted like every error line the CLI prints."""
-    response = document_response({"error": redact(" ".join(message.split()))}, status_code)
-    if status_code == 503:
-        response.headers["Retry-After"] = "1"
-    return response
-
-
-def one_line(exc: BaseException) -> str:
-    return redact(" ".join(str(exc).split()))
 
 
 class EdgeMiddleware:

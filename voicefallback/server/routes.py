@@ -25,7 +25,12 @@ from voicefallback.reports import (
     status_board,
 )
 from voicefallback.server import schemas
-from voicefallback.server.app import ServeSettings, document_response, error_response, one_line
+from voicefallback.server.responses import (
+    ServeSettings,
+    document_response,
+    error_response,
+    one_line,
+)
 from voicefallback.sessions import MAX_BODY_BYTES, parse_body
 from voicefallback.stats import DEFAULT_WINDOW_CALLS, DEFAULT_WINDOW_SPAN_S, Window
 

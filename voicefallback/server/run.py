@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from voicefallback.config import display_location
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.records import iso
-from voicefallback.server.app import ServeSettings, create_app
+from voicefallback.server.app import create_app
+from voicefallback.server.responses import ServeSettings
 
 log = logging.getLogger("voicefallback.serve")
 
