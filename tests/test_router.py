@@ -39,6 +39,19 @@ def test_router_refuses_unknown_models_like_start(config_file, db_file):
         router.choose("sim", "openai:nope")
 
 
+def test_router_refuses_one_string_as_the_fallback_list(config_file, db_file):
+    # A bare string is a sequence too: it must not be taken as one model id per character.
+    with (
+        SessionRouter(config=config_file, db=db_file) as router,
+        pytest.raises(VoicefallbackError, match="fallbacks: a list of model ids, not one string"),
+    ):
+        router.choose("sim", SONNET, "openai:gpt-4o")
+    if db_file.exists():  # nothing called, nothing written
+        with sqlite3.connect(db_file) as conn:
+            assert conn.execute("SELECT count(*) FROM probes").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
 def test_sync_report_changes_what_the_next_choice_sees(config_file, db_file):
     with SessionRouter(config=config_file, db=db_file) as router:
         assert router.choose("s1", "openai:gpt-4o-mini").chosen == "openai:gpt-4o-mini"

@@ -21,6 +21,7 @@ from voicefallback.config import (
     load_registry,
     resolve_mode,
 )
+from voicefallback.errors import InputError
 from voicefallback.evidence import SessionReport, record_session, session_result
 from voicefallback.health import apply_probe
 from voicefallback.probing import ProbedModel, run_probes
@@ -80,6 +81,8 @@ class AsyncSessionRouter:
         `opening_call=True` this is exactly `voicefallback start`. Bad input raises
         `InputError` before anything is called or written.
         """
+        if isinstance(fallbacks, str):  # a str is a Sequence[str] too: one id per character
+            raise InputError("fallbacks: a list of model ids, not one string")
         request = build_request(body or {}, simulation_id, primary, list(fallbacks) or None)
         registry = self.registry
         validate_request(registry, request)
