@@ -52,6 +52,36 @@ def test_router_refuses_one_string_as_the_fallback_list(config_file, db_file):
             assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
 
 
+def _nested(levels: int) -> list[object]:
+    value: list[object] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"tags": {"a", "b"}}, "body: not JSON"),  # a set: no JSON for it
+        ({"x": float("inf")}, "body: not JSON"),  # strict JSON has no Infinity
+        ({"x": float("nan")}, "body: not JSON"),
+        ({"deep": _nested(70)}, "nested deeper than 64"),
+    ],
+)
+def test_router_refuses_a_body_no_json_request_could_hold(config_file, db_file, body, complaint):
+    # The same promise as `start --body` and `POST /interviews/start`: bad input is refused
+    # with VoicefallbackError before anything is called or written.
+    with (
+        SessionRouter(config=config_file, db=db_file) as router,
+        pytest.raises(VoicefallbackError, match=complaint),
+    ):
+        router.choose("sim", SONNET, body=body, opening_call=True)
+    if db_file.exists():
+        with sqlite3.connect(db_file) as conn:
+            assert conn.execute("SELECT count(*) FROM probes").fetchone() == (0,)
+            assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
 def test_sync_report_changes_what_the_next_choice_sees(config_file, db_file):
     with SessionRouter(config=config_file, db=db_file) as router:
         assert router.choose("s1", "openai:gpt-4o-mini").chosen == "openai:gpt-4o-mini"

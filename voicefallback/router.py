@@ -29,7 +29,7 @@ from voicefallback.providers import Adapters
 from voicefallback.records import utcnow
 from voicefallback.retention import prune_after_probe
 from voicefallback.routing import SharedProbes, route_session
-from voicefallback.sessions import StartOutcome, build_request, validate_request
+from voicefallback.sessions import StartOutcome, build_request, check_body, validate_request
 from voicefallback.store.worker import StoreWorker
 
 
@@ -83,7 +83,8 @@ class AsyncSessionRouter:
         """
         if isinstance(fallbacks, str):  # a str is a Sequence[str] too: one id per character
             raise InputError("fallbacks: a list of model ids, not one string")
-        request = build_request(body or {}, simulation_id, primary, list(fallbacks) or None)
+        checked = check_body(body) if body else {}
+        request = build_request(checked, simulation_id, primary, list(fallbacks) or None)
         registry = self.registry
         validate_request(registry, request)
         return await route_session(

@@ -104,6 +104,18 @@ def parse_body(text: str, where: str) -> dict[str, Any]:
     return body
 
 
+def check_body(body: Mapping[str, Any], where: str = "body") -> dict[str, Any]:
+    """A body given from Python (the library routers): what a JSON body could hold, as
+    `parse_body` would accept it, so `received_config` can be printed back as strict JSON."""
+    if _depth(dict(body)) > MAX_BODY_DEPTH:
+        raise InputError(f"{where}: nested deeper than {MAX_BODY_DEPTH} levels")
+    try:
+        json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InputError(f"{where}: not JSON ({exc})") from None
+    return dict(body)
+
+
 def _depth(value: Any) -> int:
     """How deeply arrays and objects nest (an object of scalars is 1), without recursion."""
     deepest = 0
