@@ -274,3 +274,24 @@ def test_relative_xdg_directories_are_ignored(isolated, monkeypatch):
     home = Path(os.environ["HOME"])
     assert user_config_dir() == home / ".config" / "voicefallback"
     assert user_state_dir() == home / ".local" / "state" / "voicefallback"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # libpq's host-less form (the socket, or host= in the query) keeps its "//".
+        (
+            "postgresql:///vf?host=127.0.0.1&port=1&password=s3cret",
+            "postgresql:///vf?host=127.0.0.1&port=1",
+        ),
+        (
+            "postgresql://vf@/vf?host=/var/run/postgresql",
+            "postgresql://vf@/vf?host=/var/run/postgresql",
+        ),
+        ("postgres://vf:s3cret@db.internal:5432/vf", "postgres://vf@db.internal:5432/vf"),
+    ],
+)
+def test_a_state_url_is_shown_as_given_without_its_password(url, shown):
+    from voicefallback.config import display_location
+
+    assert display_location(url) == shown

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import ConfigError, InputError
@@ -200,9 +200,9 @@ def display_location(location: Path | str) -> str:
     query = "&".join(
         item for item in parts.query.split("&") if item and not item.startswith("password=")
     )
-    return urlunsplit(
-        (parts.scheme, f"{userinfo}@{netloc[2]}" if userinfo else netloc[2], parts.path, query, "")
-    )
+    host = f"{userinfo}@{netloc[2]}" if userinfo else netloc[2]
+    # Written out: urlunsplit drops the "//" of a URL without a host (postgresql:///db).
+    return f"{parts.scheme}://{host}{parts.path}" + (f"?{query}" if query else "")
 
 
 def db_path(option: Path | str | None) -> Path | str:
