@@ -45,7 +45,18 @@ def test_bearer_tokens_and_url_credentials_are_removed() -> None:
 
 def test_ordinary_words_survive() -> None:
     text = "risk-assessment task-1234 desk-lamp: HTTP 429 rate limited, retry in 7 s"
-    assert redact(text, ["", None, "ab"]) == text  # empty and too-short values are ignored
+    assert redact(text, ["", None, "   "]) == text  # empty and blank values are no key
+
+
+def test_a_short_key_is_redacted_too_and_leaves_no_tail_of_a_longer_one() -> None:
+    """Issue 9's own example: keys `sk-a` and `sk-a-TAIL` configured side by side."""
+    keys = ["sk-a", "sk-a-TAIL"]
+    assert redact("Incorrect API key provided: sk-a", keys) == (
+        f"Incorrect API key provided: {REDACTED}"
+    )
+    assert redact("Incorrect API key provided: sk-a-TAIL.", keys) == (
+        f"Incorrect API key provided: {REDACTED}."
+    )
 
 
 def test_redaction_is_idempotent() -> None:

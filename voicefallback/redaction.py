@@ -9,8 +9,6 @@ from collections.abc import Iterable
 from voicefallback.config import api_key
 
 REDACTED = "[REDACTED]"
-# Shorter values are not real API keys, and replacing them would garble ordinary words.
-MIN_SECRET_LENGTH = 6
 
 _KEY_SHAPED = re.compile(
     r"""
@@ -23,10 +21,12 @@ _KEY_SHAPED = re.compile(
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """`text` without the literal `secrets` and without anything shaped like an API key."""
-    for secret in sorted(
-        {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
-    ):
+    """`text` without the literal `secrets` and without anything shaped like an API key.
+
+    Every configured key goes, however short (a garbled word is better than a leaked key),
+    longest first, so no key's tail survives another's replacement; blank values are no key.
+    """
+    for secret in sorted({s for s in secrets if s and s.strip()}, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     return _KEY_SHAPED.sub(REDACTED, text)
 
