@@ -401,3 +401,12 @@ def test_a_state_database_out_of_reach_is_503_naming_the_host_not_the_password(s
     assert server.get("/readyz").status_code == 503
     assert server.stop() == 0
     assert "s3cret-pw" not in server.stderr
+
+
+def test_a_state_file_that_is_not_ours_is_refused_before_listening(cli, tmp_path):
+    foreign = tmp_path / "notours.db"
+    foreign.write_bytes(b"garbage, not a state file\n")
+    result = cli("serve", "--port", "0", "--db", str(foreign))
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "notours.db" in result.stderr
+    assert foreign.read_bytes() == b"garbage, not a state file\n"

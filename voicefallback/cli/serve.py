@@ -8,7 +8,13 @@ from typing import Annotated, Optional
 import typer
 
 from voicefallback.cli.common import ConfigOption, DbOption, ModeOption, app, domain_errors
-from voicefallback.config import config_path, db_path, load_registry, resolve_mode
+from voicefallback.config import (
+    config_path,
+    db_path,
+    is_database_url,
+    load_registry,
+    resolve_mode,
+)
 from voicefallback.errors import InputError, Terminated
 
 MISSING_EXTRA = "serve needs the web extra: pip install 'voicefallback[serve]'"
@@ -80,6 +86,7 @@ def serve(
         from voicefallback.durations import parse_duration
         from voicefallback.server.responses import ServeSettings
         from voicefallback.server.run import bind, is_loopback, run
+        from voicefallback.store import open_store
 
         interval = parse_duration(probe_every, "--probe-every") if probe_every else None
         token = _token(token_env)
@@ -90,9 +97,13 @@ def serve(
             )
         config_file = config_path(config)
         resolve_mode(mode, load_registry(config_file))  # bad config: one line, before binding
-        settings = ServeSettings(
-            config=config_file, db=db_path(db), token=token, probe_every_s=interval
-        )
+        state = db_path(db)
+        if not is_database_url(state):
+            # A state file that is not ours (or too new) is refused now, as every command
+            # refuses it, not answered with 500s later. A database may be down at start:
+            # starts then run degraded until it is back.
+            open_store(state, write=False).close()
+        settings = ServeSettings(config=config_file, db=state, token=token, probe_every_s=interval)
         sock = bind(host, port)
         try:
             run(settings, sock, mode, json_logs=json)
