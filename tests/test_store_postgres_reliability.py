@@ -54,7 +54,7 @@ def test_many_processes_at_once_lose_and_duplicate_nothing(pg_url):
 
 PAUSE_IN_WRITE = r"""
 import sys, time
-from voicefallback.store.base import SQLStore
+from voicefallback.store.sql import SQLStore
 
 marker = sys.argv[1]
 original = SQLStore._record

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, is_database_url
 from voicefallback.errors import StateError
-from voicefallback.store.base import PRUNE_BATCH, SessionStore, SnapshotUpdate, Store
+from voicefallback.store.base import SessionStore, SnapshotUpdate, Store
 from voicefallback.store.schema import APPLICATION_ID, SCHEMA_VERSION
+from voicefallback.store.sql import PRUNE_BATCH
 
 __all__ = [
     "APPLICATION_ID",

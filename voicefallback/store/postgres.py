@@ -22,8 +22,8 @@ from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, display_location
 from voicefallback.errors import ProbeBusy, StateError, StateUnreachable
 from voicefallback.records import iso, utcnow
 from voicefallback.redaction import redact
-from voicefallback.store.base import SQLStore
 from voicefallback.store.schema import PG_MIGRATIONS, SCHEMA_VERSION, TABLES, newer_schema
+from voicefallback.store.sql import SQLStore
 
 # Advisory lock keys: (class, key). Snapshot writers use (MODEL_LOCKS, hashtext(model)).
 _LOCKS = 0x56460000  # "VF"

@@ -19,8 +19,8 @@ from voicefallback.errors import StateError
 from voicefallback.locking import probe_lock
 from voicefallback.records import iso, utcnow
 from voicefallback.store import statefile
-from voicefallback.store.base import SQLStore
 from voicefallback.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from voicefallback.store.sql import SQLStore
 
 WRITE_DEADLINE_S = 60.0  # give up on the lock after this long
 

@@ -1,0 +1,499 @@
+"""The queries both backends share, written once over four primitives each backend provides.
+
+The SQL is in the dialect SQLite and PostgreSQL share (`?` placeholders, translated by the
+PostgreSQL backend); a backend supplies only connections, transactions and error messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from voicefallback.config import Thresholds
+from voicefallback.errors import StateError
+from voicefallback.records import (
+    FallbackEvent,
+    ProbeResult,
+    Snapshot,
+    StatusChange,
+    TtftBucket,
+    iso,
+    parse_iso,
+    utcnow,
+)
+from voicefallback.store.schema import CONTENT
+
+if TYPE_CHECKING:
+    from voicefallback.store.spool import Spool, SpoolEntry
+
+from voicefallback.store.base import SnapshotUpdate
+from voicefallback.store.rows import (
+    SNAPSHOT_COLUMNS,
+    call_from_row,
+    call_params,
+    event_from_row,
+    event_params,
+    snapshot_from_row,
+    snapshot_params,
+)
+
+PRUNE_BATCH = 1000  # rows deleted per transaction, so a prune never holds the lock for long
+
+
+class SQLStore:
+    """The queries, over four primitives a backend provides (see the abstract methods)."""
+
+    # Where a degraded `start` spooled writes for this state; they are written in (once)
+    # before this store's next write (see spool.py).
+    spool: Spool | None = None
+
+    # -- what a backend provides ------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Rows (readable by column name) of one statement on the open connection."""
+        raise NotImplementedError
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement on the open connection; the number of rows it changed."""
+        raise NotImplementedError
+
+    def _guard(self, action: str) -> AbstractContextManager[None]:
+        """Turn the backend's errors inside into one-line StateErrors."""
+        raise NotImplementedError
+
+    def _write(self) -> AbstractContextManager[None]:
+        """One transaction, committed whole or not at all, retried while the state is busy."""
+        raise NotImplementedError
+
+    def _readable(self) -> bool:
+        """False when there is no state to read yet (reads return empty results)."""
+        raise NotImplementedError
+
+    def _schema_version(self) -> int:
+        raise NotImplementedError
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement once per row, on the open connection."""
+        raise NotImplementedError
+
+    def _after_import(self) -> None:
+        """Inside the import transaction: make new rows' ids follow the imported ones."""
+
+    def _lock_models(self, models: Sequence[str]) -> None:
+        """Inside `_write`: keep other writers off these models' snapshots until commit.
+
+        A backend whose transactions already exclude each other needs nothing here.
+        """
+
+    # -- writes -------------------------------------------------------------------------
+
+    def record(
+        self,
+        results: Iterable[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None = None,
+        *,
+        update: SnapshotUpdate,
+        once: str | None = None,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Write calls (history rows + snapshots) and an optional event in one transaction.
+
+        What the spool holds for this state is written in first, so history stays in order.
+        `once`: a fresh id kept with this write (see Store.record).
+        """
+        if self.spool is not None:
+            self.spool.drain(self._write_spooled, update)
+        with self._write():
+            if once is not None:
+                self._mark_written(once)
+            return self._record(list(results), limits, event, update)
+
+    def _write_spooled(self, entry: SpoolEntry, update: SnapshotUpdate) -> bool:
+        """One spool entry in one transaction, unless it was written before."""
+        with self._write():
+            if not self._mark_written(entry.uid):
+                return False
+            self._record(entry.results, entry.limits, entry.event, update)
+        return True
+
+    def _mark_written(self, uid: str) -> bool:
+        """Keep `uid` with the write in progress; False if a write kept it before."""
+        return bool(
+            self._run(
+                "INSERT INTO spool_applied (uid, at) VALUES (?, ?) ON CONFLICT (uid) DO NOTHING",
+                (uid, iso(utcnow())),
+            )
+        )
+
+    def _record(
+        self,
+        results: list[ProbeResult],
+        limits: Mapping[str, Thresholds],
+        event: FallbackEvent | None,
+        update: SnapshotUpdate,
+    ) -> list[tuple[ProbeResult, Snapshot]]:
+        """Inside a write transaction: what `record` writes."""
+        self._lock_models(sorted({r.model for r in results}))
+        updated = []
+        for result in results:
+            rows = self._fetch("SELECT * FROM snapshots WHERE model = ?", (result.model,))
+            previous = snapshot_from_row(rows[0]) if rows else None
+            self._run(
+                "INSERT INTO probes (model, at, kind, ok, latency_ms, ttft_ms, error, message,"
+                " http_status, retry_after_s, input_tokens, output_tokens, stub)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                call_params(result),
+            )
+            if previous is not None and result.at < previous.last_checked_at:
+                # Older evidence committed late (a slow probe run finishing after a
+                # `start` recorded a newer call): history keeps it, the verdict does not.
+                updated.append((result, previous))
+                continue
+            snapshot = update(previous, result, limits[result.model])
+            self._run(
+                "INSERT INTO snapshots (model, last_checked_at, ok, latency_ms,"
+                " ttft_ms, last_error, consecutive_failures, consecutive_successes, failing,"
+                " has_success, success_latency_ms, success_ttft_ms, stub, status_since,"
+                " last_status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (model) DO UPDATE SET"
+                + ",".join(f" {c} = excluded.{c}" for c in SNAPSHOT_COLUMNS[1:]),
+                snapshot_params(snapshot),
+            )
+            if previous is None or previous.last_status != snapshot.last_status:
+                self._run(
+                    "INSERT INTO status_changes (model, at, from_status, to_status, error)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (
+                        result.model,
+                        iso(result.at),
+                        previous.last_status if previous else None,
+                        snapshot.last_status,
+                        snapshot.last_error,
+                    ),
+                )
+            updated.append((result, snapshot))
+        if event is not None:
+            inserted = self._run(
+                "INSERT INTO events (uid, at, simulation_id, primary_model, chosen,"
+                " reason, fallback_source, candidates, error)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (uid) DO NOTHING",
+                event_params(event),
+            )
+            if inserted == 1:  # a retried write of the same event counts once
+                self._run(
+                    "INSERT INTO event_counts (reason, count) VALUES (?, 1)"
+                    " ON CONFLICT (reason) DO UPDATE SET count = event_counts.count + 1",
+                    (event.reason,),
+                )
+        return updated
+
+    # -- reads --------------------------------------------------------------------------
+
+    def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]:
+        if not self._readable():
+            return {}
+        with self._guard("read"):
+            rows = self._fetch("SELECT * FROM snapshots")
+        wanted = set(models) if models is not None else None
+        return {
+            row["model"]: snapshot_from_row(row)
+            for row in rows
+            if wanted is None or row["model"] in wanted
+        }
+
+    def events(
+        self,
+        simulation_id: str | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[FallbackEvent]:
+        """Fallback events, newest first."""
+        if not self._readable():
+            return []
+        where: list[str] = []
+        params: list[str | int] = []
+        if simulation_id is not None:
+            where.append("simulation_id = ?")
+            params.append(simulation_id)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(iso(since))
+        sql = "SELECT * FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(min(limit, 2**63 - 1))  # 64-bit integers stop there
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return [event_from_row(row) for row in rows]
+
+    # -- reads for health explanations, history and metrics -------------------------------
+    # Each one walks an index backwards under a LIMIT, or reads a table of a few rows, so its
+    # cost does not grow with the history (tests/test_store_base.py checks the plans).
+
+    def recent_calls(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[ProbeResult]:
+        """A model's calls (probes and session openings), newest first."""
+        if not self._readable():
+            return []
+        sql = "SELECT * FROM probes WHERE model = ?"
+        params: list[str | int] = [model]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return [call_from_row(row) for row in rows]
+
+    def last_failure(self, model: str) -> ProbeResult | None:
+        """The model's most recent failed call, however long ago."""
+        if not self._readable():
+            return None
+        # Served by the partial index probes_failures (schema 2), whatever the successes.
+        with self._guard("read"):
+            rows = self._fetch(
+                "SELECT * FROM probes WHERE model = ? AND ok = 0 ORDER BY at DESC, id DESC LIMIT 1",
+                (model,),
+            )
+        return call_from_row(rows[0]) if rows else None
+
+    def status_changes(
+        self, model: str, *, limit: int, since: datetime | None = None
+    ) -> list[StatusChange]:
+        """Changes of the model's recorded verdict, newest first."""
+        if not self._readable() or self._schema_version() < 2:
+            return []
+        sql = "SELECT * FROM status_changes WHERE model = ?"
+        params: list[str | int] = [model]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(iso(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(limit)
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return [
+            StatusChange(
+                model=row["model"],
+                at=parse_iso(row["at"]),
+                from_status=row["from_status"],
+                to_status=row["to_status"],
+                error=row["error"],
+            )
+            for row in rows
+        ]
+
+    def event_counts(self) -> dict[str, int]:
+        """Fallback events ever recorded, by reason (not lowered by pruning events)."""
+        if not self._readable():
+            return {}
+        if self._schema_version() >= 2:
+            sql = "SELECT reason, count FROM event_counts"
+        else:
+            sql = "SELECT reason, count(*) AS count FROM events GROUP BY reason"
+        with self._guard("read"):
+            rows = self._fetch(sql)
+        return {row["reason"]: int(row["count"]) for row in rows}
+
+    # -- reads for the status page (`serve`) -------------------------------------------------
+    # Ranges of the (model, at) index; `at` is fixed-width ISO text, so a slice of the day is
+    # a prefix of it plus the minute rounded down (substr and integer division: both dialects).
+
+    def call_counts(self, model: str, since: datetime) -> tuple[int, int]:
+        """A model's calls at or after `since`, and how many of them succeeded."""
+        if not self._readable():
+            return 0, 0
+        with self._guard("read"):
+            rows = self._fetch(
+                "SELECT count(*) AS calls, coalesce(sum(ok), 0) AS successes FROM probes"
+                " WHERE model = ? AND at >= ?",
+                (model, iso(since)),
+            )
+        return int(rows[0]["calls"]), int(rows[0]["successes"])
+
+    def ttft_series(self, model: str, since: datetime, bucket_minutes: int) -> list[TtftBucket]:
+        """A model's calls at or after `since` in slices of `bucket_minutes` (a divisor of
+        60), oldest first; empty slices are left out."""
+        if not self._readable():
+            return []
+        sql = (
+            "SELECT substr(at, 1, 14) AS hour, CAST(substr(at, 15, 2) AS INTEGER) / ? AS part,"
+            " count(*) AS calls, coalesce(sum(ok), 0) AS successes,"
+            " avg(CASE WHEN ok = 1 THEN coalesce(ttft_ms, latency_ms) END) AS ttft"
+            " FROM probes WHERE model = ? AND at >= ? GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        with self._guard("read"):
+            rows = self._fetch(sql, (bucket_minutes, model, iso(since)))
+        return [
+            TtftBucket(
+                start=parse_iso(f"{row['hour']}{int(row['part']) * bucket_minutes:02d}:00Z"),
+                calls=int(row["calls"]),
+                successes=int(row["successes"]),
+                ttft_ms=None if row["ttft"] is None else round(row["ttft"]),
+            )
+            for row in rows
+        ]
+
+    # -- retention ----------------------------------------------------------------------
+
+    def prune_probes(
+        self,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        *,
+        max_rows: int | None = None,
+    ) -> int:
+        """Delete calls older than their model's cutoff, oldest first; return how many.
+
+        `default` applies to models no longer in `cutoffs`. Each transaction deletes at most
+        PRUNE_BATCH rows, so writers waiting for the lock are held up for milliseconds;
+        `max_rows` bounds the whole run (a probe prunes a little every time). The status
+        changes derived from those calls go by the same cutoffs, except each model's latest.
+        """
+        deleted = self._prune_history("probes", cutoffs, default, max_rows, keep_latest=False)
+        self._prune_history("status_changes", cutoffs, default, max_rows, keep_latest=True)
+        if self._schema_version() >= 3 and self._has_older("spool_applied", default):
+            # ids kept with writes (spool.py), gone with the history those writes made
+            self._delete_batches(
+                "DELETE FROM spool_applied WHERE uid IN"
+                " (SELECT uid FROM spool_applied WHERE at < ? ORDER BY at LIMIT ?)",
+                (iso(default),),
+                max_rows,
+            )
+        return deleted
+
+    def _prune_history(
+        self,
+        table: str,
+        cutoffs: Mapping[str, datetime],
+        default: datetime,
+        max_rows: int | None,
+        *,
+        keep_latest: bool,
+    ) -> int:
+        # `table` is one of ours, with an index on (model, at): every lookup is a seek.
+        with self._guard("prune"):
+            models = self._models_in(table)
+        deleted = 0
+        for model in models:
+            cutoff = iso(cutoffs.get(model, default))
+            with self._guard("prune"):
+                keep = -1
+                if keep_latest:
+                    keep = self._fetch(
+                        f"SELECT id FROM {table} WHERE model = ? ORDER BY at DESC, id DESC LIMIT 1",
+                        (model,),
+                    )[0]["id"]
+                first = self._fetch(
+                    f"SELECT at FROM {table} WHERE model = ? AND id != ? ORDER BY at LIMIT 1",
+                    (model, keep),
+                )
+            if not first or first[0]["at"] >= cutoff:
+                continue
+            deleted += self._delete_batches(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"
+                " WHERE model = ? AND at < ? AND id != ? ORDER BY at LIMIT ?)",
+                (model, cutoff, keep),
+                None if max_rows is None else max_rows - deleted,
+            )
+            if max_rows is not None and deleted >= max_rows:
+                break
+        return deleted
+
+    def _has_older(self, table: str, cutoff: datetime) -> bool:
+        with self._guard("prune"):
+            return bool(self._fetch(f"SELECT 1 FROM {table} WHERE at < ? LIMIT 1", (iso(cutoff),)))
+
+    def _models_in(self, table: str) -> list[str]:
+        """Every model with rows in `table`, one index seek each (a loose index scan)."""
+        models: list[str] = []
+        row = self._fetch(f"SELECT min(model) AS model FROM {table}")[0]
+        while row["model"] is not None:
+            models.append(row["model"])
+            row = self._fetch(
+                f"SELECT min(model) AS model FROM {table} WHERE model > ?", (row["model"],)
+            )[0]
+        return models
+
+    def prune_events(self, cutoff: datetime) -> int:
+        """Delete fallback events older than `cutoff`, in short transactions; return how many."""
+        return self._delete_batches(
+            "DELETE FROM events WHERE id IN"
+            " (SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?)",
+            (iso(cutoff),),
+            None,
+        )
+
+    def _delete_batches(self, sql: str, params: tuple[str | int, ...], max_rows: int | None) -> int:
+        deleted = 0
+        while max_rows is None or deleted < max_rows:
+            batch = PRUNE_BATCH if max_rows is None else min(PRUNE_BATCH, max_rows - deleted)
+            with self._write():
+                gone = self._run(sql, (*params, batch))
+            deleted += gone
+            if gone < batch:
+                break
+        return deleted
+
+    # -- moving a whole state (`state copy`) -------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Rows in each table of the state's content (schema.CONTENT)."""
+        if not self._readable():
+            return dict.fromkeys(CONTENT, 0)
+        with self._guard("read"):
+            return {
+                table: int(self._fetch(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+                for table in CONTENT
+            }
+
+    def export_rows(self, table: str, batch: int) -> Iterator[list[tuple[Any, ...]]]:
+        """A table's rows, CONTENT[table] columns in order, `batch` at a time, by key."""
+        if not self._readable():
+            return
+        columns = CONTENT[table]
+        key = columns[0]
+        select = f"SELECT {', '.join(columns)} FROM {table}"
+        last: Any = None
+        while True:
+            with self._guard("read"):
+                if last is None:
+                    rows = self._fetch(f"{select} ORDER BY {key} LIMIT ?", (batch,))
+                else:
+                    rows = self._fetch(
+                        f"{select} WHERE {key} > ? ORDER BY {key} LIMIT ?", (last, batch)
+                    )
+            if not rows:
+                return
+            yield [tuple(row[c] for c in columns) for row in rows]
+            last = rows[-1][key]
+
+    def import_rows(
+        self, tables: Mapping[str, Iterable[list[tuple[Any, ...]]]], expected: Mapping[str, int]
+    ) -> None:
+        """Insert rows, ids kept, into this (empty) state in one transaction, committed only
+        if each table then holds exactly `expected` rows."""
+        with self._write():
+            for table, batches in tables.items():
+                columns = CONTENT[table]
+                sql = (
+                    f"INSERT INTO {table} ({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' for _ in columns)})"
+                )
+                for rows in batches:
+                    self._run_many(sql, rows)
+            self._after_import()
+            for table, count in expected.items():
+                found = int(self._fetch(f"SELECT count(*) AS n FROM {table}")[0]["n"])
+                if found != count:
+                    raise StateError(
+                        f"copy check failed: {table} would hold {found} rows, the source"
+                        f" {count}; nothing was written"
+                    )
