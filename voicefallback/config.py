@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import ConfigError, InputError
-from voicefallback.records import ERROR_KINDS, ErrorKind, Mode
+from voicefallback.records import ERROR_KINDS, ErrorKind, Mode, error_kind
 
 APP_NAME = "voicefallback"
 CONFIG_ENV = "VOICEFALLBACK_CONFIG"
@@ -443,13 +443,10 @@ def _stub(value: Any, where: str) -> Stub:
                 f"{where}: {key} must be at most {MAX_STUB_MS} (10 minutes), got {number!r}"
             )
     error = table.get("error")
-    if error is not None and error not in ERROR_KINDS:
+    kind = error_kind(error)
+    if error is not None and kind is None:
         raise ConfigError(f"{where}: error must be one of {', '.join(ERROR_KINDS)}, got {error!r}")
-    return Stub(
-        latency_ms=latency,
-        ttft_ms=ttft,
-        error=ERROR_KINDS[ERROR_KINDS.index(error)] if error else None,
-    )
+    return Stub(latency_ms=latency, ttft_ms=ttft, error=kind)
 
 
 def split_model_id(

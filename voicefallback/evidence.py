@@ -8,7 +8,7 @@ from datetime import datetime
 from voicefallback.config import Registry
 from voicefallback.errors import InputError
 from voicefallback.health import apply_probe, status_of
-from voicefallback.records import ERROR_KINDS, ErrorKind, ProbeResult, Status
+from voicefallback.records import ERROR_KINDS, ErrorKind, ProbeResult, Status, error_kind
 from voicefallback.sessions import check_simulation_id
 from voicefallback.store import Store
 
@@ -73,7 +73,7 @@ def record_session(store: Store, registry: Registry, result: ProbeResult) -> Ses
 
 
 def _error_kind(value: str) -> ErrorKind:
-    for kind in ERROR_KINDS:
-        if kind == value:
-            return kind
+    kind = error_kind(value)
+    if kind is not None:
+        return kind
     raise InputError(f"--error: unknown kind {value!r}; one of: {', '.join(ERROR_KINDS)}")

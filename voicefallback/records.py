@@ -24,6 +24,13 @@ ErrorKind = Literal[
     "stalled",
 ]
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
+
+
+def error_kind(value: object) -> ErrorKind | None:
+    """`value` as an error kind, or None when it is not one (typed: no cast needed)."""
+    return next((kind for kind in ERROR_KINDS if kind == value), None)
+
+
 # A latest failure of one of these kinds means "fix the config", not "wait".
 MISCONFIG_KINDS: frozenset[ErrorKind] = frozenset(
     {"auth", "not_found", "bad_request", "missing_key"}
