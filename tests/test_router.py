@@ -156,3 +156,66 @@ id = "fake:ttft-200"
     assert len(fake_provider.received("ttft-200")) == 1  # one probe, not ten
     with sqlite3.connect(db_file) as conn:
         assert conn.execute("SELECT count(*) FROM probes").fetchone() == (1,)
+
+
+def test_a_locked_state_file_never_stalls_the_loop(config_file, db_file, monkeypatch):
+    """Another process holds the state file's write lock: the start's write waits for it on
+    the router's thread while the loop goes on (a voice worker's audio, other sessions),
+    and is written once the lock is free."""
+    import asyncio
+    import time
+
+    from voicefallback import AsyncSessionRouter
+    from voicefallback.store import statefile
+
+    monkeypatch.setattr(statefile, "BUSY_TIMEOUT_S", 30.0)  # a wait on the loop would show
+
+    async def scenario() -> tuple[str | None, str | None, float]:
+        async with AsyncSessionRouter(config=config_file, db=db_file) as router:
+            await router.choose("warm", SONNET)  # the state is open
+            holder = sqlite3.connect(db_file, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                locked = asyncio.ensure_future(router.choose("locked", SONNET))
+                began = time.monotonic()
+                await asyncio.sleep(0.05)
+                stalled = time.monotonic() - began  # how long the loop was kept from us
+                # A start that only reads (a healthy primary, no call) goes through meanwhile.
+                reader = await router.choose("reader", "openai:gpt-4o-mini", record_event=False)
+                assert not locked.done()
+                holder.execute("COMMIT")
+            finally:
+                holder.close()
+            outcome = await locked
+            return outcome.chosen, reader.chosen, stalled
+
+    chosen, read, stalled = asyncio.run(scenario())
+    assert stalled < 10  # not SQLite's busy timeout (30 s here)
+    assert (chosen, read) == ("openai:gpt-4o-mini", "openai:gpt-4o-mini")
+    with sqlite3.connect(db_file) as conn:
+        written = [row[0] for row in conn.execute("SELECT simulation_id FROM events ORDER BY id")]
+    assert written == ["warm", "locked"]
+
+
+def test_many_starts_through_a_router_keep_the_write_ahead_log_bounded(config_file, db_file):
+    """The router's loop connection leaves checkpoints to its thread, which must make them:
+    a busy `serve` would otherwise grow the -wal file by about 40 KB a start for ever."""
+    import os
+
+    from voicefallback import AsyncSessionRouter
+
+    async def starts(count: int) -> None:
+        async with AsyncSessionRouter(config=config_file, db=db_file) as router:
+            for index in range(count):
+                await router.choose(f"s{index}", SONNET, opening_call=True)
+            wal = db_file.with_name(db_file.name + "-wal")
+            sizes.append(os.path.getsize(wal))
+
+    import asyncio
+
+    sizes: list[int] = []
+    asyncio.run(starts(100))
+    asyncio.run(starts(1000))
+    # 100 starts write about 1,000 pages (SQLite's own checkpoint interval); 1,000 starts
+    # without checkpoints would leave ten times as much.
+    assert sizes[1] < 2 * sizes[0]

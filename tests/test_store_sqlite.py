@@ -131,6 +131,34 @@ def test_a_write_kept_out_past_its_wait_is_busy_exit_75_and_writes_nothing(tmp_p
     assert query(db, "SELECT count(*) FROM probes") == [(0,)]
 
 
+def test_a_store_without_waiting_reports_a_held_lock_at_once_and_still_reads(tmp_path, monkeypatch):
+    """What an event loop may run itself: a write that would wait is refused, whole."""
+    from voicefallback.errors import StateBusy
+    from voicefallback.store import statefile
+
+    monkeypatch.setattr(statefile, "BUSY_TIMEOUT_S", 30.0)  # a wait would be plain to see
+
+    db = tmp_path / "s.db"
+    with SQLiteStore.open(db, write=True) as store:
+        store.record([call("p:a", 0)], LIMITS, update=apply_probe)
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        with SQLiteStore.open(db, write=True) as opened:
+            store = opened.without_waiting()
+            began = time.monotonic()
+            with pytest.raises(StateBusy):
+                store.record([call("p:b", 0)], LIMITS, event=event("e1"), update=apply_probe)
+            waited = time.monotonic() - began
+            assert list(store.snapshots()) == ["p:a"]  # WAL readers never wait for a writer
+        locker.execute("COMMIT")
+    finally:
+        locker.close()
+    assert waited < 10  # not SQLite's busy timeout (30 s here), let alone the retries
+    assert query(db, "SELECT count(*) FROM probes") == [(1,)]
+    assert query(db, "SELECT count(*) FROM events") == [(0,)]
+
+
 def test_an_empty_file_is_migrated_in_place_and_read_as_empty_before(tmp_path):
     db = tmp_path / "s.db"
     db.touch()

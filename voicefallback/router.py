@@ -1,8 +1,9 @@
 """The library entry points: the same choice `start` makes, without a process per session.
 
 `AsyncSessionRouter` is for voice workers (LiveKit Agents, Pipecat: asyncio programs). It
-never blocks their loop: provider calls are coroutines on it, and state work runs on one
-worker thread of the router's own. `SessionRouter` is its synchronous twin.
+never blocks their loop: provider calls are coroutines on it, and state work that could wait
+(a locked SQLite file, a database server) runs on one worker thread of the router's own (see
+store/worker.py). `SessionRouter` is its synchronous twin.
 """
 
 from __future__ import annotations

@@ -39,14 +39,16 @@ class SQLiteStore(SQLStore):
         self.path = path
         self._conn = conn
         self._held = held  # counted in statefile while the connection is open
+        self._patience_s = WRITE_DEADLINE_S  # how long a lock held elsewhere is waited for
 
     @classmethod
-    def open(cls, path: Path, *, write: bool) -> SQLiteStore:
+    def open(cls, path: Path, *, write: bool, any_thread: bool = False) -> SQLiteStore:
         """Open for reading (never creates anything) or for writing (creates the file).
 
         A file that is not ours, or is from a newer version, is refused from its header
         before SQLite touches it, so it stays byte-for-byte as it was, with no -wal or
-        -shm files added beside it.
+        -shm files added beside it. `any_thread`: the store may be used on another thread
+        than the one that opened it (one at a time).
         """
         path = Path(path)
         exists = statefile.check_file(path)
@@ -70,7 +72,7 @@ class SQLiteStore(SQLStore):
             statefile.check_file(path)
         store = cls(path, None, statefile.hold(path))
         try:
-            store._conn = statefile.connect(path)
+            store._conn = statefile.connect(path, any_thread=any_thread)
             store._prepare_for_writing()
         except BaseException:
             store.close()
@@ -90,6 +92,24 @@ class SQLiteStore(SQLStore):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def without_waiting(self) -> SQLiteStore:
+        """From now on a lock held elsewhere is reported at once (StateBusy) instead of
+        waited for, and checkpoints are left to other connections (see `checkpoint`): for
+        work done on an event loop, which must never wait. In WAL mode readers never wait
+        for a writer, so only a write can find the file busy."""
+        conn = self._require_conn()
+        conn.execute("PRAGMA busy_timeout = 0")
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        self._patience_s = 0.0
+        return self
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the file (the next write then starts the log over),
+        as SQLite does itself after a commit that a `without_waiting` connection makes.
+        Never waits: with a reader in the way, as much is copied as can be now."""
+        with suppress(sqlite3.Error):
+            self._require_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def probe_lock(self, wait_s: float) -> AbstractContextManager[None]:
         """A `flock` beside the state file (see voicefallback.locking)."""
@@ -204,14 +224,14 @@ class SQLiteStore(SQLStore):
     def _write(self) -> Iterator[None]:
         """One `BEGIN IMMEDIATE` transaction, retried whole while another writer holds the lock."""
         conn = self._require_conn()
-        deadline = time.monotonic() + WRITE_DEADLINE_S
+        deadline = time.monotonic() + self._patience_s
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if not statefile.is_busy(exc) or time.monotonic() > deadline:
-                    raise statefile.state_error(self.path, exc, "write", WRITE_DEADLINE_S) from None
+                if not statefile.is_busy(exc) or time.monotonic() >= deadline:
+                    raise statefile.state_error(self.path, exc, "write", self._patience_s) from None
                 time.sleep(random.uniform(0.005, 0.05))
         try:
             yield
@@ -230,13 +250,13 @@ class SQLiteStore(SQLStore):
 
     def _retry_busy(self, action: str, operation: Callable[[], _T]) -> _T:
         """Run one statement, retrying while another process holds a lock it needs."""
-        deadline = time.monotonic() + WRITE_DEADLINE_S
+        deadline = time.monotonic() + self._patience_s
         while True:
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
-                if not statefile.is_busy(exc) or time.monotonic() > deadline:
-                    raise statefile.state_error(self.path, exc, action, WRITE_DEADLINE_S) from None
+                if not statefile.is_busy(exc) or time.monotonic() >= deadline:
+                    raise statefile.state_error(self.path, exc, action, self._patience_s) from None
             time.sleep(random.uniform(0.005, 0.05))
 
     @contextmanager

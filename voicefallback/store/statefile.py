@@ -167,8 +167,11 @@ def side_file(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-def connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
-    """The one place a connection is made."""
+def connect(
+    path: Path, *, readonly: bool = False, immutable: bool = False, any_thread: bool = False
+) -> sqlite3.Connection:
+    """The one place a connection is made. `any_thread`: opened on one thread, used on
+    another (never two at once)."""
     try:
         if readonly:
             query = "?mode=ro&immutable=1" if immutable else "?mode=ro"
@@ -179,7 +182,12 @@ def connect(path: Path, *, readonly: bool = False, immutable: bool = False) -> s
                 isolation_level=None,
             )
         else:
-            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            conn = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_S,
+                isolation_level=None,
+                check_same_thread=not any_thread,
+            )
         conn.row_factory = sqlite3.Row
         if not readonly:
             conn.execute("PRAGMA synchronous=NORMAL")  # safe in WAL: consistent after a crash
