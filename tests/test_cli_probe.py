@@ -120,6 +120,7 @@ def test_a_second_probe_gives_up_with_a_clear_message(cli, db_file):
     assert busy.exit_code == 75
     assert busy.stdout == ""
     assert "another probe" in busy.stderr and str(db_file) in busy.stderr
+    assert "(see --lock-timeout)" in busy.stderr
     assert busy.stderr.count("\n") == 1
     assert 0.3 <= waited < 5
     assert probe_rows(db_file) == before  # no provider call was recorded

@@ -47,8 +47,8 @@ def test_slow_turns_make_a_slow_model(cli):
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        ((), "give --ttft-ms N"),
-        (("--ttft-ms", "5", "--error", "timeout"), "give --ttft-ms N"),
+        ((), "give --ttft-ms (a turn that answered) or --error (one that failed)"),
+        (("--ttft-ms", "5", "--error", "timeout"), "give --ttft-ms (a turn that answered) or"),
         (("--error", "slowish"), "--error: unknown kind 'slowish'; one of: timeout,"),
         (("--error", "timeout", "--latency-ms", "9"), "--latency-ms: goes with --ttft-ms"),
         (("--ttft-ms", "-1"), "--ttft-ms: must be a whole number"),

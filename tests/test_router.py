@@ -90,8 +90,38 @@ def test_sync_report_changes_what_the_next_choice_sees(config_file, db_file):
         # Taken out of rotation by real traffic, before any cron probe.
         nxt = router.choose("s2", "openai:gpt-4o-mini")
         assert nxt.chosen != "openai:gpt-4o-mini" and nxt.reason == "primary_unhealthy"
-        with pytest.raises(VoicefallbackError, match="--error: unknown kind 'slowish'"):
+        with pytest.raises(VoicefallbackError, match=r"^error: unknown kind 'slowish'"):
             router.report("openai:gpt-4o-mini", error="slowish")
+
+
+@pytest.mark.parametrize(
+    ("call", "complaint"),
+    [
+        (lambda r: r.choose("s", "openai:nope"), "primary: unknown model 'openai:nope'"),
+        (lambda r: r.choose("s", SONNET, ["x:y"]), "fallbacks: unknown model 'x:y'"),
+        (lambda r: r.choose("", SONNET), "simulation_id: must be a non-empty string"),
+        (lambda r: r.choose(None, SONNET), "simulation_id: required (or simulationId in body)"),
+        (lambda r: r.choose("s", SONNET, body={"fallbacks": "x"}), "body: fallbacks must be an"),
+        (lambda r: r.report("x:y", ttft_ms=5), "model: unknown model 'x:y'"),
+        (lambda r: r.report(SONNET), "give ttft_ms (a turn that answered) or error (one that"),
+        (lambda r: r.report(SONNET, ttft_ms=-1), "ttft_ms: must be a whole number of millisec"),
+        (
+            lambda r: r.report(SONNET, error="timeout", latency_ms=5),
+            "latency_ms: goes with ttft_ms, not with error",
+        ),
+        (lambda r: r.report(SONNET, ttft_ms=9, latency_ms=5), "latency_ms: 5 is less than ttft_ms"),
+    ],
+)
+def test_library_messages_name_the_parameters_not_command_line_options(
+    config_file, db_file, call, complaint
+):
+    with (
+        SessionRouter(config=config_file, db=db_file) as router,
+        pytest.raises(VoicefallbackError) as raised,
+    ):
+        call(router)
+    assert str(raised.value).startswith(complaint)
+    assert "--" not in str(raised.value) and "MODEL_ID" not in str(raised.value)
 
 
 def test_async_router_choose_report_and_reload(config_file, db_file):

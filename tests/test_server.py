@@ -299,6 +299,19 @@ def test_the_probe_loop_shares_the_probe_lock_with_cron(serve, db_file):
     assert server.stop() == 0
 
 
+def test_a_probe_request_while_cron_probes_is_503_and_names_no_command_line_option(serve, db_file):
+    server = serve()
+    server.post("/health/probe")  # the state file exists
+    with probe_lock(Path(db_file), wait_s=5):  # a cron `probe` is running
+        busy = server.post("/health/probe")
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    message = busy.json()["error"]
+    assert message.startswith("another probe") and str(db_file) in message
+    assert "--" not in message  # an HTTP caller has no --lock-timeout to turn
+    assert server.post("/health/probe").status_code == 200  # free again
+    assert server.stop() == 0
+
+
 def wait_for_rows(db: Path, sql: str, at_least: int, timeout: float = 20.0) -> int:
     deadline = time.monotonic() + timeout
     while True:

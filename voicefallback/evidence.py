@@ -9,7 +9,7 @@ from voicefallback.config import Registry
 from voicefallback.errors import InputError
 from voicefallback.health import apply_probe, status_of
 from voicefallback.records import ERROR_KINDS, ErrorKind, ProbeResult, Status, error_kind
-from voicefallback.sessions import check_simulation_id
+from voicefallback.sessions import InputNames, check_simulation_id
 from voicefallback.store import Store
 
 MAX_REPORTED_MS = 24 * 3600 * 1000  # a day: anything longer is a unit mistake, not a turn
@@ -32,14 +32,17 @@ def session_result(
     error: str | None,
     simulation_id: str | None,
     now: datetime,
+    names: InputNames,
 ) -> ProbeResult:
     """The report as one call of kind "session"; InputError (exit 2) names what is wrong."""
-    registry.require(model_id, "MODEL_ID")
+    registry.require(model_id, names.model)
     if (ttft_ms is None) == (error is None):
-        raise InputError("report: give --ttft-ms N (a turn that answered) or --error KIND")
+        raise InputError(
+            f"give {names.ttft_ms} (a turn that answered) or {names.error} (one that failed)"
+        )
     if error is not None and latency_ms is not None:
-        raise InputError("--latency-ms: goes with --ttft-ms, not with --error")
-    for where, value in (("--ttft-ms", ttft_ms), ("--latency-ms", latency_ms)):
+        raise InputError(f"{names.latency_ms}: goes with {names.ttft_ms}, not with {names.error}")
+    for where, value in ((names.ttft_ms, ttft_ms), (names.latency_ms, latency_ms)):
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or not value >= 0
         ):
@@ -47,10 +50,10 @@ def session_result(
         if value is not None and value > MAX_REPORTED_MS:
             raise InputError(f"{where}: at most {MAX_REPORTED_MS} ms (a day), got {value}")
     if ttft_ms is not None and latency_ms is not None and latency_ms < ttft_ms:
-        raise InputError(f"--latency-ms: {latency_ms} is less than --ttft-ms {ttft_ms}")
-    kind = _error_kind(error) if error is not None else None
+        raise InputError(f"{names.latency_ms}: {latency_ms} is less than {names.ttft_ms} {ttft_ms}")
+    kind = _error_kind(error, names.error) if error is not None else None
     if simulation_id is not None:
-        check_simulation_id(simulation_id, "--simulation-id")
+        check_simulation_id(simulation_id, names.simulation_id)
     said = f"session {simulation_id}" if simulation_id else "session"
     return ProbeResult(
         model=model_id,
@@ -66,14 +69,14 @@ def session_result(
 
 def record_session(store: Store, registry: Registry, result: ProbeResult) -> SessionReport:
     """One history row of kind "session"; the snapshot follows by the same rules as a probe."""
-    limits = registry.require(result.model, "MODEL_ID").thresholds
+    limits = registry.require(result.model, "model").thresholds
     [(_, snapshot)] = store.record([result], {result.model: limits}, update=apply_probe)
     # Judged at the time of the evidence it reports, never "stale" the moment it is written.
     return SessionReport(result, status_of(snapshot, limits, snapshot.last_checked_at))
 
 
-def _error_kind(value: str) -> ErrorKind:
+def _error_kind(value: str, where: str) -> ErrorKind:
     kind = error_kind(value)
     if kind is not None:
         return kind
-    raise InputError(f"--error: unknown kind {value!r}; one of: {', '.join(ERROR_KINDS)}")
+    raise InputError(f"{where}: unknown kind {value!r}; one of: {', '.join(ERROR_KINDS)}")

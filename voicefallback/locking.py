@@ -51,7 +51,6 @@ def probe_lock(db: Path, wait_s: float = DEFAULT_WAIT_S) -> Iterator[None]:
                     holder = _holder(fd)
                     raise ProbeBusy(
                         f"another probe{holder} is still running on {db}; waited {wait_s:g} s"
-                        " (see --lock-timeout)"
                     ) from None
                 time.sleep(_POLL_S)
         # Who holds it, for the message the next waiter prints; best effort.

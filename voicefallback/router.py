@@ -30,7 +30,13 @@ from voicefallback.providers import Adapters
 from voicefallback.records import utcnow
 from voicefallback.retention import prune_after_probe
 from voicefallback.routing import SharedProbes, route_session
-from voicefallback.sessions import StartOutcome, build_request, check_body, validate_request
+from voicefallback.sessions import (
+    PYTHON_NAMES,
+    StartOutcome,
+    build_request,
+    check_body,
+    validate_request,
+)
 from voicefallback.store.worker import StoreWorker
 
 
@@ -85,9 +91,11 @@ class AsyncSessionRouter:
         if isinstance(fallbacks, str):  # a str is a Sequence[str] too: one id per character
             raise InputError("fallbacks: a list of model ids, not one string")
         checked = check_body(body) if body else {}
-        request = build_request(checked, simulation_id, primary, list(fallbacks) or None)
+        request = build_request(
+            checked, simulation_id, primary, list(fallbacks) or None, PYTHON_NAMES
+        )
         registry = self.registry
-        validate_request(registry, request)
+        validate_request(registry, request, PYTHON_NAMES)
         return await route_session(
             registry,
             self._state,
@@ -118,6 +126,7 @@ class AsyncSessionRouter:
             error=error,
             simulation_id=simulation_id,
             now=utcnow(),
+            names=PYTHON_NAMES,
         )
         return await self._state.run(lambda store: record_session(store, registry, result))
 
@@ -129,7 +138,7 @@ class AsyncSessionRouter:
         says another probe is measuring the same models right now."""
         registry = self.registry
         selected = (
-            [registry.require(m, "MODEL_ID") for m in dict.fromkeys(models)]
+            [registry.require(m, "models") for m in dict.fromkeys(models)]
             if models
             else list(registry.models)
         )

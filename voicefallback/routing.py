@@ -28,7 +28,7 @@ from voicefallback.selection import (
     pick,
     to_probe,
 )
-from voicefallback.sessions import StartOutcome, StartRequest, validate_request
+from voicefallback.sessions import CLI_NAMES, StartOutcome, StartRequest, validate_request
 from voicefallback.store.worker import StoreWorker
 
 
@@ -61,7 +61,7 @@ async def start_session(
     clock: Callable[[], datetime] = utcnow,
 ) -> StartOutcome:
     """What `start` does: choose, make the opening call, record calls and the event."""
-    validate_request(registry, request)
+    validate_request(registry, request, CLI_NAMES)
     state = StoreWorker(db, threaded=False, connect_timeout_s=registry.connect_timeout_s)
     try:
         async with Adapters(mode, registry.key_env_names()) as adapters:

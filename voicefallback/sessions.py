@@ -15,6 +15,30 @@ from voicefallback.records import Candidate, FallbackEvent, FallbackSource, Prob
 
 
 @dataclass(frozen=True)
+class InputNames:
+    """How a caller spells the inputs an error message names: the command line's options,
+    or the library's parameters (`serve` turns those into its body's keys)."""
+
+    simulation_id: str
+    primary: str
+    fallbacks: str
+    body: str
+    model: str
+    ttft_ms: str
+    latency_ms: str
+    error: str
+
+
+CLI_NAMES = InputNames(
+    "--simulation-id", "--primary", "--fallback", "--body", "MODEL_ID", "--ttft-ms",
+    "--latency-ms", "--error",
+)  # fmt: skip
+PYTHON_NAMES = InputNames(
+    "simulation_id", "primary", "fallbacks", "body", "model", "ttft_ms", "latency_ms", "error"
+)
+
+
+@dataclass(frozen=True)
 class StartRequest:
     simulation_id: str
     primary: str
@@ -159,9 +183,10 @@ def build_request(
     simulation_id: str | None,
     primary: str | None,
     fallbacks: list[str] | None,
-    where: str = "--body",
+    names: InputNames,
 ) -> StartRequest:
-    """Options given beside --body override the body's keys."""
+    """Options given beside --body (arguments beside `body`) override the body's keys."""
+    where = names.body
     config = dict(body)
     if simulation_id is not None:
         config["simulationId"] = simulation_id
@@ -170,23 +195,23 @@ def build_request(
     if fallbacks:
         config["fallbacks"] = list(fallbacks)
     sim = config.get("simulationId")
-    sim_where = "--simulation-id" if simulation_id is not None else f"{where} simulationId"
+    sim_where = names.simulation_id if simulation_id is not None else f"{where} simulationId"
     if sim is None:
-        raise InputError("--simulation-id: required (or simulationId in --body)")
+        raise InputError(f"{names.simulation_id}: required (or simulationId in {where})")
     check_simulation_id(sim, sim_where)
     # A lone surrogate (a "\ud800" escape, or bytes that were not UTF-8 in argv) can be
     # neither stored nor printed: refuse it here, before anything is called or written.
     for culprit, value in (
-        ("--simulation-id", simulation_id),
-        ("--primary", primary),
-        ("--fallback", fallbacks),
+        (names.simulation_id, simulation_id),
+        (names.primary, primary),
+        (names.fallbacks, fallbacks),
         (where, body),
     ):
         if value and not _is_unicode(value):
             raise InputError(f"{culprit}: holds text that is not valid Unicode")
     first = config.get("primary")
     if first is None:
-        raise InputError("--primary: required (or primary in --body)")
+        raise InputError(f"{names.primary}: required (or primary in {where})")
     if not isinstance(first, str):
         raise InputError(f"{where}: primary must be a model id string")
     others = config.get("fallbacks")
@@ -205,8 +230,8 @@ def _is_unicode(value: object) -> bool:
     return True
 
 
-def validate_request(registry: Registry, request: StartRequest) -> None:
+def validate_request(registry: Registry, request: StartRequest, names: InputNames) -> None:
     """Every named model must be registered (raises InputError, exit 2)."""
-    registry.require(request.primary, "--primary")
+    registry.require(request.primary, names.primary)
     for model in request.fallbacks:
-        registry.require(model, "--fallback")
+        registry.require(model, names.fallbacks)

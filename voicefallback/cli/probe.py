@@ -31,7 +31,7 @@ from voicefallback.config import (
     resolve_mode,
 )
 from voicefallback.documents import print_json
-from voicefallback.errors import InputError
+from voicefallback.errors import InputError, ProbeBusy
 from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.tables import print_error
 
@@ -135,18 +135,21 @@ def probe(
     def one_round() -> dict[str, Any]:
         started = utcnow()
         with tables.probe_progress(len(selected)) if progress else nullcontext() as on_result:
-            probed = asyncio.run(
-                probe_run(
-                    registry,
-                    selected,
-                    state,
-                    chosen_mode,
-                    concurrency,
-                    lock_wait_s=lock_timeout,
-                    on_result=on_result,
-                    if_older_s=older,
+            try:
+                probed = asyncio.run(
+                    probe_run(
+                        registry,
+                        selected,
+                        state,
+                        chosen_mode,
+                        concurrency,
+                        lock_wait_s=lock_timeout,
+                        on_result=on_result,
+                        if_older_s=older,
+                    )
                 )
-            )
+            except ProbeBusy as exc:
+                raise ProbeBusy(f"{exc} (see --lock-timeout)") from None
         # Each model is judged at the time of its evidence, not after the whole round: a
         # probe that just succeeded is never reported stale (SPEC "Health").
         rows = [

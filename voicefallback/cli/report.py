@@ -72,6 +72,7 @@ def report(
     from voicefallback import documents, tables
     from voicefallback.evidence import record_session, session_result
     from voicefallback.records import utcnow
+    from voicefallback.sessions import CLI_NAMES
     from voicefallback.store import open_store
 
     with domain_errors():
@@ -84,6 +85,7 @@ def report(
             error=error,
             simulation_id=simulation_id,
             now=utcnow(),
+            names=CLI_NAMES,
         )
         state = db_path(db)
         with open_store(state, write=True, connect_timeout_s=registry.connect_timeout_s) as store:

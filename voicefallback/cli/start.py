@@ -74,12 +74,12 @@ def start(
 
     from voicefallback import documents, tables
     from voicefallback.routing import start_session
-    from voicefallback.sessions import build_request, parse_body
+    from voicefallback.sessions import CLI_NAMES, build_request, parse_body
 
     with domain_errors():
         registry = registry_from(config)
         parsed = parse_body(_read_body(body), "--body") if body is not None else {}
-        request = build_request(parsed, simulation_id, primary, fallback)
+        request = build_request(parsed, simulation_id, primary, fallback, CLI_NAMES)
         chosen_mode = resolve_mode(mode, registry)
         outcome = asyncio.run(start_session(registry, db_path(db), chosen_mode, request))
         document = documents.start_json(outcome)

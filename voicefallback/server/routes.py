@@ -101,20 +101,13 @@ START_BODY = {
     },
 }
 
-# The CLI's option names in core messages, as an HTTP caller knows them.
-_BODY_NAMES = (
-    ("--simulation-id", "simulationId"),
-    ("--primary", "primary"),
-    ("--fallback", "fallbacks"),
-    ("--body", "body"),
-)
-
 
 def _as_body_error(exc: InputError) -> str:
+    """The library's messages name its parameter `simulation_id`; a caller sent `simulationId`
+    (the other names are the same in both)."""
     message = one_line(exc)
-    for option, key in _BODY_NAMES:
-        if message.startswith(option + ":"):
-            return key + message[len(option) :]
+    if message.startswith("simulation_id:"):
+        return "simulationId" + message.removeprefix("simulation_id")
     return message
 
 

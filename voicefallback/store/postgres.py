@@ -242,8 +242,7 @@ class PostgresStore(SQLStore):
             self._advisory_lock(_PROBE_KEY, wait_s, "another probe")
         except ProbeBusy:
             raise ProbeBusy(
-                f"another probe is still running on {self.label} (any host); waited"
-                f" {wait_s:g} s (see --lock-timeout)"
+                f"another probe is still running on {self.label} (any host); waited {wait_s:g} s"
             ) from None
         try:
             yield
