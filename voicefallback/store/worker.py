@@ -152,13 +152,13 @@ class StoreWorker:
         if self._thread is None:
             self._close()
             return
+        quick, self._quick = self._quick, None
+        if quick is not None:
+            quick.close()  # on the loop that uses it; the thread's connection is still open
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
 
     def _close(self) -> None:
-        quick, self._quick = self._quick, None
-        if quick is not None:
-            quick.close()
         if self._store is not None:
             self._store.close()
             self._store = None
