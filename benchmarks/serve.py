@@ -156,31 +156,16 @@ def bench_stub(work: Path, starts: int) -> list[Row]:
         livez, livez_wall = asyncio.run(
             load(server.url, starts, 50, lambda i: ("GET", "/livez", None))
         )
-        started, wall = asyncio.run(
-            load(
-                server.url,
-                starts,
-                50,
-                lambda i: (
-                    "POST",
-                    "/interviews/start",
-                    {"simulationId": f"b-{i}", "primary": SONNET},
-                ),
+
+        def fall_back(prefix: str) -> Callable[[int], tuple[str, str, Any]]:
+            return lambda i: (
+                "POST",
+                "/interviews/start",
+                {"simulationId": f"{prefix}-{i}", "primary": SONNET},
             )
-        )
-        split, _ = asyncio.run(
-            load(
-                server.url,
-                starts,
-                50,
-                lambda i: (
-                    "POST",
-                    "/interviews/start",
-                    {"simulationId": f"h-{i}", "primary": SONNET},
-                ),
-                two_writes=True,
-            )
-        )
+
+        started, wall = asyncio.run(load(server.url, starts, 50, fall_back("b")))
+        split, _ = asyncio.run(load(server.url, starts, 50, fall_back("h"), two_writes=True))
     finally:
         server.stop()
     errors = sum(1 for status, *_ in started if status != 200)
