@@ -249,3 +249,39 @@ def test_many_starts_through_a_router_keep_the_write_ahead_log_bounded(config_fi
     # 100 starts write about 1,000 pages (SQLite's own checkpoint interval); 1,000 starts
     # without checkpoints would leave ten times as much.
     assert sizes[1] < 2 * sizes[0]
+
+
+def test_without_a_write_ahead_log_the_loop_leaves_the_state_file_to_the_thread(
+    config_file, db_file, monkeypatch
+):
+    """A filesystem without WAL keeps the rollback journal, where every commit syncs the
+    disk: a start's writes then stay on the router's thread, off the loop."""
+    import asyncio
+    import threading
+
+    from voicefallback import AsyncSessionRouter
+    from voicefallback.store.sqlite import SQLiteStore
+
+    async def starts(names: list[str]) -> None:
+        async with AsyncSessionRouter(config=config_file, db=db_file) as router:
+            for name in names:
+                await router.choose(name, SONNET)
+
+    asyncio.run(starts(["wal"]))
+    with sqlite3.connect(db_file) as conn:
+        assert conn.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
+    writers: list[str] = []
+    write = SQLiteStore._write
+
+    def watched(self: SQLiteStore) -> object:
+        writers.append(threading.current_thread().name)
+        return write(self)
+
+    monkeypatch.setattr(SQLiteStore, "_write", watched)
+    asyncio.run(starts(["s1", "s2", "s3"]))
+    assert len(writers) == 3
+    assert all(name.startswith("voicefallback-store") for name in writers), writers
+    with sqlite3.connect(db_file) as conn:
+        written = [row[0] for row in conn.execute("SELECT simulation_id FROM events ORDER BY id")]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert written == ["wal", "s1", "s2", "s3"]

@@ -104,6 +104,14 @@ class SQLiteStore(SQLStore):
         self._patience_s = 0.0
         return self
 
+    def uses_wal(self) -> bool:
+        """Whether the file is in WAL mode. Without it (a filesystem that has no WAL), a
+        reader can find the file busy and every commit syncs the disk."""
+        with suppress(sqlite3.Error):
+            mode = self._require_conn().execute("PRAGMA journal_mode").fetchone()[0]
+            return str(mode).lower() == "wal"
+        return False
+
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the file (the next write then starts the log over),
         as SQLite does itself after a commit that a `without_waiting` connection makes.

@@ -34,8 +34,8 @@ class StoreWorker:
     (`threaded=True`) runs it on one dedicated thread, so their loop (a voice worker's audio)
     never waits on a lock or a network; one thread also keeps the connection single-threaded.
 
-    One exception, for speed under load: a start's own read and write of a SQLite file
-    (`run_session`) are first tried on the loop, on a second connection that never waits
+    One exception, for speed under load: a start's own read and write of a SQLite file in
+    WAL mode (`run_session`) are first tried on the loop, on a second connection that never waits
     (about 0.1 ms; in WAL mode a reader never waits for a writer). If the file is locked
     they go to the thread, which waits; the thread also does most of that connection's
     checkpoints (`_after_quick_call`).
@@ -111,9 +111,13 @@ class StoreWorker:
             )
             if self._thread is not None and isinstance(self._store, SQLiteStore):
                 with contextlib.suppress(StateError):  # a speed-up only: the thread still works
-                    self._quick = SQLiteStore.open(
-                        self._store.path, write=True, any_thread=True
-                    ).without_waiting()
+                    quick = SQLiteStore.open(self._store.path, write=True, any_thread=True)
+                    # Only in WAL mode is a commit made without syncing the disk; with a
+                    # rollback journal, each would wait for the disk on the loop.
+                    if quick.uses_wal():
+                        self._quick = quick.without_waiting()
+                    else:
+                        quick.close()
         return self._store
 
     def _checkpoint(self) -> None:
