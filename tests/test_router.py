@@ -110,6 +110,7 @@ def test_sync_report_changes_what_the_next_choice_sees(config_file, db_file):
             "latency_ms: goes with ttft_ms, not with error",
         ),
         (lambda r: r.report(SONNET, ttft_ms=9, latency_ms=5), "latency_ms: 5 is less than ttft_ms"),
+        (lambda r: SessionRouter(mode="fast"), "mode: mode must be 'stub' or 'live', got 'fast'"),
     ],
 )
 def test_library_messages_name_the_parameters_not_command_line_options(

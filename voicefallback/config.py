@@ -222,10 +222,11 @@ def api_key(env_name: str | None) -> str | None:
     return os.environ.get(env_name, "").strip() or None
 
 
-def resolve_mode(option: str | None, registry: Registry) -> Mode:
-    """--mode beats VOICEFALLBACK_MODE beats settings.mode."""
+def resolve_mode(option: str | None, registry: Registry, name: str = "--mode") -> Mode:
+    """--mode beats VOICEFALLBACK_MODE beats settings.mode. `name`: how the caller spells
+    the option in a message (the library routers' parameter is `mode`)."""
     if option is not None:
-        value, where = option, "--mode"
+        value, where = option, name
     elif os.environ.get(MODE_ENV):
         value, where = os.environ[MODE_ENV], MODE_ENV
     else:

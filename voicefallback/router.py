@@ -61,7 +61,7 @@ class AsyncSessionRouter:
         concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self.registry = load_registry(config_path(Path(config) if config else None))
-        self.mode = resolve_mode(mode, self.registry)
+        self.mode = resolve_mode(mode, self.registry, "mode")
         self.db = db_path(db or None)
         self._concurrency = concurrency
         self._state = StoreWorker(
