@@ -286,3 +286,36 @@ def test_without_a_write_ahead_log_the_loop_leaves_the_state_file_to_the_thread(
         written = [row[0] for row in conn.execute("SELECT simulation_id FROM events ORDER BY id")]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     assert written == ["wal", "s1", "s2", "s3"]
+
+
+def test_closing_a_router_while_its_first_start_opens_the_state_leaves_nothing_open(
+    config_file, db_file, monkeypatch
+):
+    """A start cancelled while its thread opens the state (a server shutting down): the
+    loop's connection, opened after `aclose` began, is closed with the rest."""
+    import asyncio
+    import time
+
+    from voicefallback import AsyncSessionRouter
+    from voicefallback.store import statefile
+    from voicefallback.store.sqlite import SQLiteStore
+
+    opened = SQLiteStore.open.__func__  # type: ignore[attr-defined]
+
+    def slowly(cls: type[SQLiteStore], path, *, write, any_thread=False):  # type: ignore[no-untyped-def]
+        if any_thread:
+            time.sleep(0.3)  # the loop's connection, made on the thread
+        return opened(cls, path, write=write, any_thread=any_thread)
+
+    monkeypatch.setattr(SQLiteStore, "open", classmethod(slowly))
+
+    async def scenario() -> None:
+        router = AsyncSessionRouter(config=config_file, db=db_file)
+        start = asyncio.ensure_future(router.choose("cut", SONNET))
+        await asyncio.sleep(0.1)
+        start.cancel()
+        await router.aclose()
+
+    asyncio.run(scenario())
+    info = db_file.stat()
+    assert (info.st_dev, info.st_ino) not in statefile._connections  # every connection closed

@@ -156,11 +156,18 @@ class StoreWorker:
         if self._thread is None:
             self._close()
             return
-        quick, self._quick = self._quick, None
+        quick = self._take_quick()
         if quick is not None:
             quick.close()  # on the loop that uses it; the thread's connection is still open
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         self._thread.shutdown(wait=True)
+        late = self._take_quick()
+        if late is not None:  # opened by a start still on the thread when aclose began
+            late.close()
+
+    def _take_quick(self) -> SQLiteStore | None:
+        quick, self._quick = self._quick, None
+        return quick
 
     def _close(self) -> None:
         if self._store is not None:
