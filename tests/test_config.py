@@ -45,6 +45,7 @@ def test_missing_config_says_how_to_fix_it(cli, monkeypatch):
     Path("models.toml").unlink()
     result = cli("health")
     assert result.exit_code == 2 and "voicefallback init" in result.stderr
+    assert "--config (config= from Python)" in result.stderr  # a router says the same
 
 
 def test_mode_option_beats_environment_beats_file(cli, monkeypatch):

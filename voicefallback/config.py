@@ -145,7 +145,8 @@ def home_dir() -> Path:
     if not os.path.isabs(account):
         raise ConfigError(
             "HOME is not set to an absolute path and the account has no home directory;"
-            f" set HOME, or pass --config and --db (or {CONFIG_ENV} and {DB_ENV})"
+            f" set HOME, or give --config and --db (config= and db= from Python), or set"
+            f" {CONFIG_ENV} and {DB_ENV}"
         )
     return Path(account)
 
@@ -247,8 +248,8 @@ def load_registry(path: Path) -> Registry:
             raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(
-            f"{where}: no such file; pass --config, set {CONFIG_ENV}, "
-            "or run `voicefallback init` to write a starter models.toml"
+            f"{where}: no such file; give --config (config= from Python), set {CONFIG_ENV},"
+            " or run `voicefallback init` to write a starter models.toml"
         ) from None
     except IsADirectoryError:
         raise ConfigError(f"{where}: is a directory, expected a models.toml file") from None
