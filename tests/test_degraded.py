@@ -106,3 +106,69 @@ def test_a_spool_entry_found_again_after_it_was_written_in_is_not_written_twice(
     assert spooled(isolated) == []
     assert rows(pg_url, "SELECT simulation_id FROM events") == [("sim-auto",)]
     assert rows(pg_url, "SELECT count(*) FROM spool_applied") == [(1,)]
+
+
+def test_a_database_that_hangs_never_holds_a_warm_router_start_past_connect_timeout(
+    config_file, pg_url, pg_server, monkeypatch
+):
+    """The server process behind the router's connection stops answering (TCP still up,
+    as with a hung server or a network that drops packets): a start gives up on it after
+    connect_timeout_s and decides without it, the next starts do not wait at all, a report
+    says so at once, and once the database answers again everything spooled is written in
+    once."""
+    import asyncio
+    import os
+    import signal
+
+    from tests.conftest import write_config
+    from voicefallback import AsyncSessionRouter
+    from voicefallback.errors import StateUnreachable
+    from voicefallback.store import worker
+
+    monkeypatch.setattr(worker, "RETRY_AFTER_S", 0.2)
+    write_config(
+        config_file,
+        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 1"),
+    )
+    database = pg_url.rsplit("/", 1)[1]
+
+    def backends() -> list[int]:
+        found = pg_server.admin(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'voicefallback'"
+            f" AND datname = '{database}'"
+        )
+        return [pid for (pid,) in found]
+
+    async def scenario() -> tuple[list[str | None], str]:
+        async with AsyncSessionRouter(config=config_file, db=pg_url) as router:
+            warm = await router.choose("warm", SONNET)
+            assert warm.degraded is None
+            [hung] = backends()
+            os.kill(hung, signal.SIGSTOP)
+            try:
+                # wait_for only turns a hang into a failure; the router gives up after 1 s.
+                outcomes = [
+                    await asyncio.wait_for(router.choose(name, SONNET), 30)
+                    for name in ("hung-1", "hung-2")
+                ]
+                with pytest.raises(StateUnreachable) as report:
+                    await asyncio.wait_for(router.report(SONNET, error="timeout"), 30)
+            finally:
+                os.kill(hung, signal.SIGCONT)
+            reasons = [o.degraded for o in outcomes]
+            assert [o.chosen for o in outcomes] == ["openai:gpt-4o-mini"] * 2
+            for _ in range(200):  # reached again in the background, then used
+                back = await router.choose("back", "openai:gpt-4o-mini", record_event=False)
+                if back.degraded is None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the database was never used again")
+            return reasons, str(report.value)
+
+    reasons, report = asyncio.run(scenario())
+    assert reasons[0] is not None and reasons[0].endswith("no answer within 1 s")
+    assert reasons[1] == reasons[0]  # known away: no second wait
+    assert report == reasons[0] and PASSWORD not in report
+    events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
+    assert events == ["hung-1", "hung-2", "warm"]  # spooled while away, written in once

@@ -128,7 +128,9 @@ class AsyncSessionRouter:
             now=utcnow(),
             names=PYTHON_NAMES,
         )
-        return await self._state.run(lambda store: record_session(store, registry, result))
+        return await self._state.run(
+            lambda store: record_session(store, registry, result), abandon=True
+        )
 
     async def probe(
         self, models: Sequence[str] | None = None, *, lock_wait_s: float = 0.0

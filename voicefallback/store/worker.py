@@ -9,9 +9,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, is_database_url
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, display_location, is_database_url
 from voicefallback.errors import StateBusy, StateError, StateUnreachable
 from voicefallback.store import SessionStore, Store, open_store
 from voicefallback.store.spool import Spool, SpoolingStore
@@ -26,6 +26,12 @@ RETRY_AFTER_S = 10.0
 CHECKPOINT_EVERY = 200
 
 
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """An abandoned call's outcome is not awaited by anyone: retrieve it, unlogged."""
+    if not future.cancelled():
+        future.exception()
+
+
 class StoreWorker:
     """Runs store work for coroutines.
 
@@ -34,13 +40,17 @@ class StoreWorker:
     (`threaded=True`) runs it on one dedicated thread, so their loop (a voice worker's audio)
     never waits on a lock or a network; one thread also keeps the connection single-threaded.
 
-    One exception, for speed under load: a start's own read and write of a SQLite file in
-    WAL mode (`run_session`) are first tried on the loop, on a second connection that never waits
-    (about 0.1 ms; in WAL mode a reader never waits for a writer). If the file is locked
-    they go to the thread, which waits; the thread also does most of that connection's
-    checkpoints (`_after_quick_call`).
-    Each hand-off to the thread costs a start a pass of a busy loop, which under 50
-    concurrent starts was most of its time (`benchmarks/serve.py`).
+    SQLite, for speed under load: a start's own read and write of a file in WAL mode
+    (`run_session`) are first tried on the loop, on a second connection that never waits for
+    a lock (about 0.1 ms; in WAL mode a reader never waits for a writer). If the file is
+    locked they go to the thread, which waits; the thread also does most of that
+    connection's checkpoints (`_after_quick_call`). Each hand-off to the thread costs a
+    start a pass of a busy loop, which under 50 concurrent starts was most of its time.
+
+    PostgreSQL, for a server that stops answering: a start waits for the thread at most
+    connect_timeout_s, then breaks the connection off and goes on without the database
+    (`_session_on_database`); while it is away, starts spool off the thread and other work
+    fails at once, and the thread tries to reach it again in the background.
 
     The stores are opened on first use, on the thread when there is one, and opened again
     after their database was lost.
@@ -66,17 +76,36 @@ class StoreWorker:
         self._quick: SQLiteStore | None = None  # the loop's connection (threaded SQLite only)
         self._quick_calls = 0
         self._first_pass: Future[None] | None = None  # its checkpoint, on the thread
+        self._retry: Future[None] | None = None  # reaching an away database again
 
-    async def run(self, work: Callable[[Store], T]) -> T:
+    async def run(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
+        """Store work other than a start's. With a database known to be away, it raises
+        StateUnreachable at once; with `abandon`, also when the database does not answer
+        within connect_timeout_s (the work may still be done when it answers)."""
         if self._thread is None:
             return self._call(work)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
+        loop = asyncio.get_running_loop()
+        if self._spool is None:
+            return await loop.run_in_executor(self._thread, self._call, work)
+        if self._away:
+            self._retry_soon()
+            raise StateUnreachable(self._away)
+        handed = loop.run_in_executor(self._thread, self._call, work)
+        if not abandon:
+            return await handed
+        try:
+            return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
+        except TimeoutError:
+            self._abort(handed)
+            raise StateUnreachable(self._away) from None
 
     async def run_session(self, work: Callable[[SessionStore], T]) -> tuple[T, str | None]:
         """`start`'s reads and writes: with the database out of reach, `work` reads no
         snapshots and its writes go to the local spool. Returns why it was degraded, if so."""
         if self._thread is None:
             return self._call_session(work)
+        if self._spool is not None:
+            return await self._session_on_database(work)
         quick = self._quick
         if quick is not None:
             try:
@@ -89,6 +118,61 @@ class StoreWorker:
         return await asyncio.get_running_loop().run_in_executor(
             self._thread, self._call_session, work
         )
+
+    async def _session_on_database(self, work: Callable[[SessionStore], T]) -> tuple[T, str | None]:
+        """A start never waits on a database server longer than connect_timeout_s. Past
+        that, its connection is broken off (the call under it fails at once and spools) and
+        the database counts as away: until a retry in the background reaches it again,
+        starts decide without it and spool their writes, off the store thread."""
+        loop = asyncio.get_running_loop()
+        if not self._away:
+            handed = loop.run_in_executor(self._thread, self._call_session, work)
+            try:
+                return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
+            except TimeoutError:
+                why = self._abort(handed)
+                value, _ = await handed  # the call fails at once now, and spools its write
+                self._went_away(why)
+                return value, why
+        self._retry_soon()
+        return await loop.run_in_executor(None, self._spooled, work), self._away
+
+    def _abort(self, handed: asyncio.Future[Any]) -> str:
+        """The database did not answer in time: count it away and break the connection
+        off, so the thread is free again (a server that hangs would keep it for ever)."""
+        why = f"{display_location(self.location)}: no answer within {self._connect_timeout_s:g} s"
+        self._went_away(why)
+        handed.add_done_callback(_retrieved)
+        abort = getattr(self._store, "abort", None)  # PostgresStore's
+        if abort is not None:
+            abort()
+        return why
+
+    def _went_away(self, why: str) -> None:
+        self._away, self._retry_at = why, time.monotonic() + RETRY_AFTER_S
+
+    def _retry_soon(self) -> None:
+        """While the database is away, try to reach it again every RETRY_AFTER_S, on the
+        thread, in the background: no start waits for the attempt."""
+        if time.monotonic() < self._retry_at or not (self._retry is None or self._retry.done()):
+            return
+        assert self._thread is not None
+        self._retry_at = time.monotonic() + RETRY_AFTER_S
+        self._retry = self._thread.submit(self._reach)
+
+    def _reach(self) -> None:
+        try:
+            self._call(lambda store: store.snapshots(()))
+        except StateUnreachable as exc:
+            self._went_away(str(exc))
+        except StateError:
+            pass  # reached, but something else is wrong: the next start will say what
+        else:
+            self._away = ""
+
+    def _spooled(self, work: Callable[[SessionStore], T]) -> T:
+        assert self._spool is not None
+        return work(SpoolingStore(None, self._spool))
 
     def _after_quick_call(self, quick: SQLiteStore) -> None:
         """The loop's connection is checkpointed in two passes: most of the log on the
@@ -147,7 +231,7 @@ class StoreWorker:
             why = why or spooling.reason
             self._close()
         if why:
-            self._away, self._retry_at = why, time.monotonic() + RETRY_AFTER_S
+            self._went_away(why)
         else:
             self._away, self._retry_at = "", 0.0
         return value, why
@@ -159,7 +243,13 @@ class StoreWorker:
         quick = self._take_quick()
         if quick is not None:
             quick.close()  # on the loop that uses it; the thread's connection is still open
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        closing = asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        if self._spool is not None:  # a call stuck on a database that hangs is broken off
+            try:
+                await asyncio.wait_for(asyncio.shield(closing), self._connect_timeout_s)
+            except TimeoutError:
+                self._abort(closing)
+        await closing
         self._thread.shutdown(wait=True)
         late = self._take_quick()
         if late is not None:  # opened by a start still on the thread when aclose began
