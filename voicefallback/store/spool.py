@@ -163,9 +163,12 @@ class SpoolingStore:
     the choice rests on just-in-time probes alone.
     """
 
-    def __init__(self, inner: SessionStore | None, spool: Spool) -> None:
+    def __init__(
+        self, inner: SessionStore | None, spool: Spool, write_id: str | None = None
+    ) -> None:
         self._inner = inner
         self._spool = spool
+        self._write_id = write_id  # the write's id, if it may be tried twice (see record)
         self.degraded = inner is None
         self.reason: str | None = None  # why it went out of reach mid-session
 
@@ -179,7 +182,7 @@ class SpoolingStore:
         once: str | None = None,
     ) -> list[tuple[ProbeResult, Snapshot]]:
         results = list(results)
-        uid = uuid.uuid4().hex
+        uid = self._write_id or uuid.uuid4().hex
         if self._inner is not None and not self.degraded:
             try:
                 return self._inner.record(results, limits, event, update=update, once=uid)

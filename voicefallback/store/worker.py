@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -125,17 +126,18 @@ class StoreWorker:
         the database counts as away: until a retry in the background reaches it again,
         starts decide without it and spool their writes, off the store thread."""
         loop = asyncio.get_running_loop()
-        if not self._away:
-            handed = loop.run_in_executor(self._thread, self._call_session, work)
+        # One id wherever the write lands (the database late, the spool, both): written once.
+        write_id = uuid.uuid4().hex
+        why = self._away
+        if not why:
+            handed = loop.run_in_executor(self._thread, self._call_session, work, write_id)
             try:
                 return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
             except TimeoutError:
                 why = self._abort(handed)
-                value, _ = await handed  # the call fails at once now, and spools its write
-                self._went_away(why)
-                return value, why
-        self._retry_soon()
-        return await loop.run_in_executor(None, self._spooled, work), self._away
+        else:
+            self._retry_soon()
+        return await loop.run_in_executor(None, self._spooled, work, write_id), why
 
     def _abort(self, handed: asyncio.Future[Any]) -> str:
         """The database did not answer in time: count it away and break the connection
@@ -170,9 +172,9 @@ class StoreWorker:
         else:
             self._away = ""
 
-    def _spooled(self, work: Callable[[SessionStore], T]) -> T:
+    def _spooled(self, work: Callable[[SessionStore], T], write_id: str) -> T:
         assert self._spool is not None
-        return work(SpoolingStore(None, self._spool))
+        return work(SpoolingStore(None, self._spool, write_id))
 
     def _after_quick_call(self, quick: SQLiteStore) -> None:
         """The loop's connection is checkpointed in two passes: most of the log on the
@@ -215,7 +217,9 @@ class StoreWorker:
             self._close()  # a lost connection is not used again: the next call reconnects
             raise
 
-    def _call_session(self, work: Callable[[SessionStore], T]) -> tuple[T, str | None]:
+    def _call_session(
+        self, work: Callable[[SessionStore], T], write_id: str | None = None
+    ) -> tuple[T, str | None]:
         if self._spool is None:
             return self._call(work), None
         store: Store | None = None
@@ -225,13 +229,13 @@ class StoreWorker:
                 store, why = self._open(), None
             except StateUnreachable as exc:
                 why = str(exc)
-        spooling = SpoolingStore(store, self._spool)
+        spooling = SpoolingStore(store, self._spool, write_id)
         value = work(spooling)
         if spooling.degraded:
             why = why or spooling.reason
             self._close()
         if why:
-            self._went_away(why)
+            self._went_away(self._away or why)  # an outage keeps the reason it was found by
         else:
             self._away, self._retry_at = "", 0.0
         return value, why
