@@ -172,3 +172,45 @@ def test_a_database_that_hangs_never_holds_a_warm_router_start_past_connect_time
     assert report == reasons[0] and PASSWORD not in report
     events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
     assert events == ["hung-1", "hung-2", "warm"]  # spooled while away, written in once
+
+
+def test_a_write_given_up_on_while_the_thread_connects_slowly_is_written_once(
+    pg_url, isolated, monkeypatch
+):
+    """The store thread is still connecting (a slow server, not a dead one) when the start
+    gives up and spools its write; the connection then succeeds and the thread's copy of
+    the same write drains the spool first: the spooled copy goes in, this one is not made
+    again."""
+    import asyncio
+    import time
+
+    from voicefallback.config import Thresholds
+    from voicefallback.health import apply_probe
+    from voicefallback.records import ProbeResult, utcnow
+    from voicefallback.store import worker
+
+    opened = worker.open_store
+
+    def slowly(*args, **kwargs):
+        time.sleep(1.0)
+        return opened(*args, **kwargs)
+
+    monkeypatch.setattr(worker, "open_store", slowly)
+    call = ProbeResult("p:a", False, utcnow(), error="timeout", kind="session")
+
+    async def scenario() -> str | None:
+        state = worker.StoreWorker(pg_url, threaded=True, connect_timeout_s=0.3)
+        try:
+            _, why = await state.run_session(
+                lambda s: s.record([call], {"p:a": Thresholds()}, update=apply_probe)
+            )
+            await asyncio.sleep(1.5)  # the thread connects, then makes its copy of the write
+            return why
+        finally:
+            await state.aclose()
+
+    why = asyncio.run(scenario())
+    assert why is not None and why.endswith("no answer within 0.3 s")
+    assert spooled(isolated) == []
+    assert rows(pg_url, "SELECT model, ok FROM probes") == [("p:a", 0)]
+    assert rows(pg_url, "SELECT consecutive_failures FROM snapshots") == [(1,)]

@@ -41,8 +41,9 @@ class SessionStore(Protocol):
     ) -> list[tuple[ProbeResult, Snapshot]]:
         """Write calls (history rows + snapshots) and an optional event in one transaction.
 
-        `once`: a fresh id for this write, kept with it, so the same write retried later
-        from the spool (its commit went unanswered) is not written twice.
+        `once`: an id for this write, kept with it, so the same write retried later
+        from the spool (its commit went unanswered) is not written twice; nor is this one
+        if its spooled copy went in first.
         """
         ...
 
@@ -71,8 +72,9 @@ class Store(SessionStore, Protocol):
     ) -> list[tuple[ProbeResult, Snapshot]]:
         """Write calls (history rows + snapshots) and an optional event in one transaction.
 
-        `once`: a fresh id for this write, kept with it, so the same write retried later
-        from the spool (its commit went unanswered) is not written twice.
+        `once`: an id for this write, kept with it, so the same write retried later
+        from the spool (its commit went unanswered) is not written twice; nor is this one
+        if its spooled copy went in first.
         """
         ...
 

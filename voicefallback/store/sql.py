@@ -105,10 +105,21 @@ class SQLStore:
         """
         if self.spool is not None:
             self.spool.drain(self._write_spooled, update)
+        results = list(results)
         with self._write():
-            if once is not None:
-                self._mark_written(once)
-            return self._record(list(results), limits, event, update)
+            if once is not None and not self._mark_written(once):
+                # Made before: the spooled copy of this very write went in first (a start
+                # that gave up on a slow database spools its write with the same id).
+                return self._as_written(results)
+            return self._record(results, limits, event, update)
+
+    def _as_written(self, results: list[ProbeResult]) -> list[tuple[ProbeResult, Snapshot]]:
+        """Inside a write transaction: `results` with their models' snapshots as they are."""
+        written = []
+        for result in results:
+            [row] = self._fetch("SELECT * FROM snapshots WHERE model = ?", (result.model,))
+            written.append((result, snapshot_from_row(row)))
+        return written
 
     def _write_spooled(self, entry: SpoolEntry, update: SnapshotUpdate) -> bool:
         """One spool entry in one transaction, unless it was written before."""
