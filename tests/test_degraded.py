@@ -164,6 +164,8 @@ def test_a_database_that_hangs_never_holds_a_warm_router_start_past_connect_time
                 await asyncio.sleep(0.05)
             else:
                 raise AssertionError("the database was never used again")
+            again = await router.choose("again", SONNET)  # the next write puts the spool in
+            assert again.degraded is None
             return reasons, str(report.value)
 
     reasons, report = asyncio.run(scenario())
@@ -171,7 +173,7 @@ def test_a_database_that_hangs_never_holds_a_warm_router_start_past_connect_time
     assert reasons[1] == reasons[0]  # known away: no second wait
     assert report == reasons[0] and PASSWORD not in report
     events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
-    assert events == ["hung-1", "hung-2", "warm"]  # spooled while away, written in once
+    assert events == ["again", "hung-1", "hung-2", "warm"]  # spooled while away: in once
 
 
 def test_a_write_given_up_on_while_the_thread_connects_slowly_is_written_once(
@@ -214,3 +216,92 @@ def test_a_write_given_up_on_while_the_thread_connects_slowly_is_written_once(
     assert spooled(isolated) == []
     assert rows(pg_url, "SELECT model, ok FROM probes") == [("p:a", 0)]
     assert rows(pg_url, "SELECT consecutive_failures FROM snapshots") == [(1,)]
+
+
+def test_a_database_reached_again_but_unusable_is_said_by_the_next_start(
+    pg_url, pg_server, isolated, monkeypatch
+):
+    """While the database is away, the background retry reaches it but cannot use it (here
+    another host has migrated it to a newer schema): the database no longer counts as away,
+    so the next start says what is wrong instead of spooling for ever."""
+    import asyncio
+
+    from voicefallback.errors import StateError
+    from voicefallback.store import worker
+
+    monkeypatch.setattr(worker, "RETRY_AFTER_S", 0.2)
+    database = pg_url.rsplit("/", 1)[1]
+
+    async def scenario() -> list[str | None]:
+        state = worker.StoreWorker(pg_url, threaded=True, connect_timeout_s=1)
+        reasons: list[str | None] = []
+        try:
+            await state.run_session(lambda s: s.snapshots(()))  # warm
+            pg_server.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'voicefallback'",
+                dbname=database,
+            )
+            pg_server.admin(
+                "INSERT INTO migrations (number, name, applied_at) VALUES (99, 'later', 'now')",
+                dbname=database,
+            )
+            for _ in range(40):
+                _, why = await state.run_session(lambda s: s.snapshots(()))
+                reasons.append(why)
+                await asyncio.sleep(0.1)
+        finally:
+            await state.aclose()
+        return reasons
+
+    with pytest.raises(StateError, match="newer"):
+        asyncio.run(scenario())
+
+
+def test_the_first_start_after_the_database_is_reached_again_uses_it(
+    pg_url, pg_server, isolated, monkeypatch
+):
+    """The background retry reaches the database again well before RETRY_AFTER_S has
+    passed: the next start reads and writes it (before, it spooled yet said nothing)."""
+    import asyncio
+
+    from voicefallback.config import Thresholds
+    from voicefallback.health import apply_probe
+    from voicefallback.records import ProbeResult, utcnow
+    from voicefallback.store import worker
+
+    monkeypatch.setattr(worker, "RETRY_AFTER_S", 1.0)
+    database = pg_url.rsplit("/", 1)[1]
+
+    def record(store):
+        return store.record(
+            [ProbeResult("p:a", True, utcnow())], {"p:a": Thresholds()}, update=apply_probe
+        )
+
+    async def scenario() -> list[str | None]:
+        state = worker.StoreWorker(pg_url, threaded=True, connect_timeout_s=1)
+        reasons = []
+        try:
+            reasons.append((await state.run_session(record))[1])
+            pg_server.admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'voicefallback'",
+                dbname=database,
+            )
+            reasons.append((await state.run_session(record))[1])  # lost: away
+            await asyncio.sleep(1.1)
+            reasons.append((await state.run_session(record))[1])  # away: tries it again
+            for _ in range(50):  # reached in the background
+                if not state._away:
+                    break
+                await asyncio.sleep(0.02)
+            reasons.append((await state.run_session(record))[1])
+        finally:
+            await state.aclose()
+        return reasons
+
+    reasons = asyncio.run(scenario())
+    assert reasons[0] is None and reasons[1] is not None and reasons[2] == reasons[1]
+    assert reasons[3] is None
+    assert spooled(isolated) == []  # the last start wrote the two spooled before it
+    assert rows(pg_url, "SELECT count(*) FROM probes") == [(4,)]

@@ -168,9 +168,12 @@ class StoreWorker:
         except StateUnreachable as exc:
             self._went_away(str(exc))
         except StateError:
-            pass  # reached, but something else is wrong: the next start will say what
+            # Reached, but something else is wrong (a newer schema, say): no longer away,
+            # so that the next start uses the thread again and says what.
+            self._away, self._retry_at = "", 0.0
         else:
-            self._away = ""
+            # _retry_at too: a start that found it still set would not use the store.
+            self._away, self._retry_at = "", 0.0
 
     def _spooled(self, work: Callable[[SessionStore], T], write_id: str) -> T:
         assert self._spool is not None
