@@ -305,3 +305,53 @@ def test_the_first_start_after_the_database_is_reached_again_uses_it(
     assert reasons[3] is None
     assert spooled(isolated) == []  # the last start wrote the two spooled before it
     assert rows(pg_url, "SELECT count(*) FROM probes") == [(4,)]
+
+
+def test_a_busy_store_thread_is_not_taken_for_a_database_that_stopped_answering(pg_url, isolated):
+    """The database answers, but the store thread is on a long piece of work (here a query
+    per 50 ms for 1.5 s, as when a large spool is written in): a start does not wait past
+    connect_timeout_s, and goes on degraded ("busy"), but the connection is not broken off,
+    the long work finishes, and once the thread is free starts use the database again."""
+    import asyncio
+
+    from voicefallback.config import Thresholds
+    from voicefallback.health import apply_probe
+    from voicefallback.records import ProbeResult, utcnow
+    from voicefallback.store import worker
+
+    limits = {"p:a": Thresholds()}
+
+    def session(name: str):
+        call = ProbeResult("p:a", True, utcnow(), latency_ms=5, ttft_ms=5, kind="session")
+        return lambda s: s.record([call], limits, update=apply_probe)
+
+    def long_work(store) -> int:
+        for _ in range(30):
+            store._fetch("SELECT pg_sleep(0.05)")
+        return 30
+
+    async def scenario() -> tuple[int, list[str | None]]:
+        state = worker.StoreWorker(pg_url, threaded=True, connect_timeout_s=0.5)
+        try:
+            await state.run_session(lambda s: s.snapshots(()))  # warm
+            busy = asyncio.ensure_future(state.run(long_work))
+            await asyncio.sleep(0.05)
+            reasons = [(await state.run_session(session(n)))[1] for n in ("late-1", "late-2")]
+            done = await busy  # not broken off: it ran to its end
+            for _ in range(100):  # the thread catches up at once
+                _, why = await state.run_session(lambda s: s.snapshots(()))
+                if why is None:
+                    break
+                await asyncio.sleep(0.01)
+            reasons.append((await state.run_session(session("after")))[1])
+            return done, reasons
+        finally:
+            await state.aclose()
+
+    done, reasons = asyncio.run(scenario())
+    assert done == 30
+    assert reasons[0] is not None and reasons[0].endswith("the state was busy for over 0.5 s")
+    assert reasons[1] == reasons[0]  # the thread still busy: no second wait
+    assert reasons[2] is None
+    assert spooled(isolated) == []  # the two spooled writes went in with the third
+    assert rows(pg_url, "SELECT count(*) FROM probes") == [(3,)]

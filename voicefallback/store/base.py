@@ -80,6 +80,10 @@ class Store(SessionStore, Protocol):
 
     def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]: ...
 
+    def write_spool_in(self, update: SnapshotUpdate) -> int:
+        """Write what degraded starts spooled for this state in, each once (see spool.py)."""
+        ...
+
     def events(
         self,
         simulation_id: str | None = None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -51,6 +52,10 @@ class PostgresStore(SQLStore):
         self.label = display_location(url)
         self._conn = conn
         self._version = 0
+        # When the server last answered (monotonic): how a caller on another thread tells a
+        # server that stopped answering from one that is merely busy (see StoreWorker).
+        self.answered_at = time.monotonic()
+        self._closing = threading.Lock()  # abort never breaks a socket that close() freed
 
     @classmethod
     def open(
@@ -74,20 +79,25 @@ class PostgresStore(SQLStore):
         return store
 
     def close(self) -> None:
-        if self._conn is not None:
-            with suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+        with self._closing:
+            if self._conn is not None:
+                with suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
 
     def abort(self) -> None:
         """From another thread: break the connection off under a call that waits on a
         server that no longer answers, so that the call fails at once (StateUnreachable)
         instead of when TCP gives up, minutes later."""
-        conn = self._conn
-        if conn is None:
-            return
-        with suppress(OSError, psycopg.Error), socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            sock.shutdown(socket.SHUT_RDWR)
+        with self._closing:
+            conn = self._conn
+            if conn is None or conn.closed:
+                return
+            with (
+                suppress(OSError, psycopg.Error),
+                socket.socket(fileno=os.dup(conn.fileno())) as sock,
+            ):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> PostgresStore:
         return self
@@ -159,14 +169,19 @@ class PostgresStore(SQLStore):
     # -- what the queries run on ----------------------------------------------------------
 
     def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self._require_conn().execute(sql.replace("?", "%s"), params).fetchall()
+        found = self._require_conn().execute(sql.replace("?", "%s"), params).fetchall()
+        self.answered_at = time.monotonic()
+        return found
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._require_conn().execute(sql.replace("?", "%s"), params).rowcount
+        count = self._require_conn().execute(sql.replace("?", "%s"), params).rowcount
+        self.answered_at = time.monotonic()
+        return count
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self._require_conn().cursor() as cursor:
             cursor.executemany(sql.replace("?", "%s"), rows)
+        self.answered_at = time.monotonic()
 
     def _after_import(self) -> None:
         for table in ("probes", "events", "status_changes"):  # the tables with identity ids
@@ -200,8 +215,11 @@ class PostgresStore(SQLStore):
     def _write(self) -> Iterator[None]:
         """One transaction; an error, Ctrl-C or SIGTERM inside rolls all of it back."""
         conn = self._require_conn()
-        with self._guard("write"), conn.transaction():
-            yield
+        with self._guard("write"):
+            with conn.transaction():
+                self.answered_at = time.monotonic()
+                yield
+            self.answered_at = time.monotonic()
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[None]:

@@ -103,8 +103,7 @@ class SQLStore:
         What the spool holds for this state is written in first, so history stays in order.
         `once`: a fresh id kept with this write (see Store.record).
         """
-        if self.spool is not None:
-            self.spool.drain(self._write_spooled, update)
+        self.write_spool_in(update)
         results = list(results)
         with self._write():
             if once is not None and not self._mark_written(once):
@@ -112,6 +111,11 @@ class SQLStore:
                 # that gave up on a slow database spools its write with the same id).
                 return self._as_written(results)
             return self._record(results, limits, event, update)
+
+    def write_spool_in(self, update: SnapshotUpdate) -> int:
+        """Write what a degraded `start` spooled for this state in, oldest first, each
+        exactly once; how many entries were new."""
+        return self.spool.drain(self._write_spooled, update) if self.spool is not None else 0
 
     def _as_written(self, results: list[ProbeResult]) -> list[tuple[ProbeResult, Snapshot]]:
         """Inside a write transaction: `results` with their models' snapshots as they are."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, display_location, is_database_url
 from voicefallback.errors import StateBusy, StateError, StateUnreachable
+from voicefallback.health import apply_probe
 from voicefallback.store import SessionStore, Store, open_store
 from voicefallback.store.spool import Spool, SpoolingStore
 from voicefallback.store.sqlite import SQLiteStore
@@ -25,6 +26,11 @@ RETRY_AFTER_S = 10.0
 # A start's work done on the loop leaves checkpoints to the thread, one per this many calls:
 # a start writes about 9 pages in 2 calls, so about SQLite's own 1,000 pages per checkpoint.
 CHECKPOINT_EVERY = 200
+CLOSE_WAIT_S = 1.0  # closing: how long a call in flight may finish before it is broken off
+
+
+def _caught_up() -> None:
+    """Queued behind the store thread's work: done when the thread has caught up."""
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
@@ -78,6 +84,7 @@ class StoreWorker:
         self._quick_calls = 0
         self._first_pass: Future[None] | None = None  # its checkpoint, on the thread
         self._retry: Future[None] | None = None  # reaching an away database again
+        self._busy: Future[None] | None = None  # done once a thread too busy for starts is free
 
     async def run(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
         """Store work other than a start's. With a database known to be away, it raises
@@ -97,8 +104,11 @@ class StoreWorker:
         try:
             return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
         except TimeoutError:
-            self._abort(handed)
-            raise StateUnreachable(self._away) from None
+            stalled = self._stalled()
+            if stalled is None:
+                return await handed  # it answers, the thread was busy: a report may wait
+            handed.add_done_callback(_retrieved)
+            raise StateUnreachable(stalled) from None
 
     async def run_session(self, work: Callable[[SessionStore], T]) -> tuple[T, str | None]:
         """`start`'s reads and writes: with the database out of reach, `work` reads no
@@ -121,34 +131,62 @@ class StoreWorker:
         )
 
     async def _session_on_database(self, work: Callable[[SessionStore], T]) -> tuple[T, str | None]:
-        """A start never waits on a database server longer than connect_timeout_s. Past
-        that, its connection is broken off (the call under it fails at once and spools) and
-        the database counts as away: until a retry in the background reaches it again,
-        starts decide without it and spool their writes, off the store thread."""
+        """A start never waits on the store thread longer than connect_timeout_s.
+
+        Past that, either the server stopped answering: the connection is broken off (the
+        call under it fails at once) and the database counts as away until a retry in the
+        background reaches it again. Or it answers and the thread is busy with a long piece
+        of work (writing a large spool in, a probe's prune): starts go on without it until
+        the thread is free. Either way the start decides without the database and spools
+        its write, off the thread.
+        """
         loop = asyncio.get_running_loop()
+        thread = self._thread
+        assert thread is not None
         # One id wherever the write lands (the database late, the spool, both): written once.
         write_id = uuid.uuid4().hex
-        why = self._away
+        why: str | None = self._away
+        if not why and self._busy is not None and not self._busy.done():
+            why = self._stalled() or self._busy_why
         if not why:
-            handed = loop.run_in_executor(self._thread, self._call_session, work, write_id)
+            handed = loop.run_in_executor(thread, self._call_session, work, write_id)
             try:
                 return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
             except TimeoutError:
-                why = self._abort(handed)
-        else:
+                handed.add_done_callback(_retrieved)
+                why = self._stalled()
+                if why is None:
+                    handed.cancel()  # not run if not begun; if it is, `write_id` keeps it once
+                    self._busy = thread.submit(_caught_up)  # done once the thread is free
+                    why = self._busy_why
+        if self._away:
             self._retry_soon()
         return await loop.run_in_executor(None, self._spooled, work, write_id), why
 
-    def _abort(self, handed: asyncio.Future[Any]) -> str:
-        """The database did not answer in time: count it away and break the connection
-        off, so the thread is free again (a server that hangs would keep it for ever)."""
+    @property
+    def _busy_why(self) -> str:
+        return (
+            f"{display_location(self.location)}: the state was busy for over"
+            f" {self._connect_timeout_s:g} s"
+        )
+
+    def _stalled(self) -> str | None:
+        """Past a start's wait: whether the server stopped answering (then it counts as away
+        and the connection is broken off, so the thread is free again: a server that hangs
+        would keep it for ever), and why; None if it answers and the thread is only busy."""
+        store = self._store
+        answered_at = getattr(store, "answered_at", None)  # PostgresStore's
+        if answered_at is not None and time.monotonic() - answered_at < self._connect_timeout_s:
+            return None
         why = f"{display_location(self.location)}: no answer within {self._connect_timeout_s:g} s"
         self._went_away(why)
-        handed.add_done_callback(_retrieved)
+        self._break_off()
+        return why
+
+    def _break_off(self) -> None:
         abort = getattr(self._store, "abort", None)  # PostgresStore's
         if abort is not None:
             abort()
-        return why
 
     def _went_away(self, why: str) -> None:
         self._away, self._retry_at = why, time.monotonic() + RETRY_AFTER_S
@@ -163,8 +201,9 @@ class StoreWorker:
         self._retry = self._thread.submit(self._reach)
 
     def _reach(self) -> None:
+        """Reach an away database again and write the spool in, before starts use it."""
         try:
-            self._call(lambda store: store.snapshots(()))
+            self._call(lambda store: store.write_spool_in(apply_probe))
         except StateUnreachable as exc:
             self._went_away(str(exc))
         except StateError:
@@ -253,9 +292,9 @@ class StoreWorker:
         closing = asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         if self._spool is not None:  # a call stuck on a database that hangs is broken off
             try:
-                await asyncio.wait_for(asyncio.shield(closing), self._connect_timeout_s)
+                await asyncio.wait_for(asyncio.shield(closing), CLOSE_WAIT_S)
             except TimeoutError:
-                self._abort(closing)
+                self._break_off()
         await closing
         self._thread.shutdown(wait=True)
         late = self._take_quick()
