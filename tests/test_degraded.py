@@ -355,3 +355,64 @@ def test_a_busy_store_thread_is_not_taken_for_a_database_that_stopped_answering(
     assert reasons[2] is None
     assert spooled(isolated) == []  # the two spooled writes went in with the third
     assert rows(pg_url, "SELECT count(*) FROM probes") == [(3,)]
+
+
+def test_a_report_that_found_the_thread_busy_still_gives_up_on_a_server_that_then_hangs(
+    pg_url, pg_server, isolated
+):
+    """A report (`run(abandon=True)`) queued behind long but healthy work finds the server
+    answering at its deadline, so it waits on; the server then stops answering: the report
+    gives up connect_timeout_s after the last answer instead of waiting for TCP (or for a
+    start to come by and break the connection off)."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+    import time
+
+    from voicefallback.errors import StateUnreachable
+    from voicefallback.store import worker
+
+    database = pg_url.rsplit("/", 1)[1]
+
+    def long_work(store) -> int:
+        with store._guard("read"):
+            for _ in range(60):
+                store._fetch("SELECT pg_sleep(0.05)")
+        return 60
+
+    async def scenario() -> tuple[BaseException | None, float]:
+        state = worker.StoreWorker(pg_url, threaded=True, connect_timeout_s=0.5)
+        try:
+            await state.run_session(lambda s: s.snapshots(()))  # warm
+            [(hung,)] = pg_server.admin(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'voicefallback'"
+                f" AND datname = '{database}'"
+            )
+            busy = asyncio.ensure_future(state.run(long_work))
+            await asyncio.sleep(0.05)
+            began = time.monotonic()
+            report = asyncio.ensure_future(state.run(lambda s: s.snapshots(()), abandon=True))
+            await asyncio.sleep(0.35)  # the server answered within the report's wait...
+            os.kill(hung, signal.SIGSTOP)  # ...and stops answering before it ends
+            try:
+                try:
+                    await asyncio.wait_for(asyncio.shield(report), 5)
+                    outcome: BaseException | None = None
+                except (StateUnreachable, TimeoutError) as exc:
+                    outcome = exc  # TimeoutError: still waiting on the hung server
+                waited = time.monotonic() - began
+            finally:
+                os.kill(hung, signal.SIGCONT)
+            with contextlib.suppress(Exception):
+                await busy
+            with contextlib.suppress(Exception):
+                await report
+            return outcome, waited
+        finally:
+            await state.aclose()
+
+    outcome, waited = asyncio.run(scenario())
+    assert isinstance(outcome, StateUnreachable), outcome
+    assert str(outcome).endswith("no answer within 0.5 s")
+    assert waited < 3, waited

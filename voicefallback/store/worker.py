@@ -101,14 +101,14 @@ class StoreWorker:
         handed = loop.run_in_executor(self._thread, self._call, work)
         if not abandon:
             return await handed
-        try:
-            return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
-        except TimeoutError:
-            stalled = self._stalled()
-            if stalled is None:
-                return await handed  # it answers, the thread was busy: a report may wait
-            handed.add_done_callback(_retrieved)
-            raise StateUnreachable(stalled) from None
+        while True:  # it answers, the thread is only busy: a report may wait, until it stops
+            try:
+                return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
+            except TimeoutError:
+                stalled = self._stalled()
+                if stalled is not None:
+                    handed.add_done_callback(_retrieved)
+                    raise StateUnreachable(stalled) from None
 
     async def run_session(self, work: Callable[[SessionStore], T]) -> tuple[T, str | None]:
         """`start`'s reads and writes: with the database out of reach, `work` reads no
