@@ -416,3 +416,51 @@ def test_a_report_that_found_the_thread_busy_still_gives_up_on_a_server_that_the
     assert isinstance(outcome, StateUnreachable), outcome
     assert str(outcome).endswith("no answer within 0.5 s")
     assert waited < 3, waited
+
+
+def test_a_start_is_not_held_by_a_database_that_stops_answering_it(
+    cli, config_file, pg_url, pg_server, isolated, monkeypatch
+):
+    """The database answers others but not this start: its tables are locked (as `VACUUM
+    FULL` or a migration by hand locks them). `start` gives up on it after
+    connect_timeout_s, decides by just-in-time probes, spools its write, and exits 0; the
+    write goes in once the lock is gone."""
+    import subprocess
+    import sys
+    import threading
+
+    import psycopg
+
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    config_file.write_text(
+        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 1")
+    )
+    assert cli(*START_A).exit_code == 0  # the schema exists; nothing spooled
+    database = pg_url.rsplit("/", 1)[1]
+    holder = psycopg.connect(
+        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
+    )
+    try:
+        holder.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")  # held until rollback
+        release = threading.Timer(60, holder.rollback)  # never held past the test
+        release.start()
+        # A process of its own, so a hang fails the test instead of stopping the run.
+        started = subprocess.run(
+            [sys.executable, "-m", "voicefallback", *START_B],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+    assert started.returncode == 0, started.stderr
+    document = json.loads(started.stdout)
+    assert document["degraded"] is True and document["chosen"] == "openai:gpt-4o"
+    assert "no answer within 1 s" in started.stderr and PASSWORD not in started.stderr
+    assert len(spooled(isolated)) == 1
+    assert cli("fallbacks", "--json").exit_code == 0  # the lock is gone: written in
+    assert spooled(isolated) == []
+    events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
+    assert events == ["sim-auto", "sim-caller"]

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from voicefallback.config import Model, Registry
+from voicefallback.config import Model, Registry, is_database_url
 from voicefallback.health import apply_probe, status_of
 from voicefallback.providers import Adapters
 from voicefallback.records import Candidate, FallbackEvent, Mode, ProbeResult, Snapshot, utcnow
@@ -62,7 +62,14 @@ async def start_session(
 ) -> StartOutcome:
     """What `start` does: choose, make the opening call, record calls and the event."""
     validate_request(registry, request, CLI_NAMES)
-    state = StoreWorker(db, threaded=False, connect_timeout_s=registry.connect_timeout_s)
+    # A database server that stops answering must not hold the session: its calls go to a
+    # thread the start stops waiting for (see StoreWorker). A SQLite file is called inline.
+    state = StoreWorker(
+        db,
+        threaded=is_database_url(db),
+        connect_timeout_s=registry.connect_timeout_s,
+        alone=True,
+    )
     try:
         async with Adapters(mode, registry.key_env_names()) as adapters:
             return await route_session(registry, state, adapters, request, clock=clock)

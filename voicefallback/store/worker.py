@@ -69,8 +69,11 @@ class StoreWorker:
         *,
         threaded: bool,
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        alone: bool = False,
     ) -> None:
         self.location = location
+        # The one start of a command: while the database answers, a busy thread is waited for.
+        self._alone = alone
         self._connect_timeout_s = connect_timeout_s
         self._store: Store | None = None
         self._thread = (
@@ -137,8 +140,8 @@ class StoreWorker:
         call under it fails at once) and the database counts as away until a retry in the
         background reaches it again. Or it answers and the thread is busy with a long piece
         of work (writing a large spool in, a probe's prune): starts go on without it until
-        the thread is free. Either way the start decides without the database and spools
-        its write, off the thread.
+        the thread is free (a command's lone start, `alone`, waits for it instead). Either
+        way the start decides without the database and spools its write, off the thread.
         """
         loop = asyncio.get_running_loop()
         thread = self._thread
@@ -150,16 +153,17 @@ class StoreWorker:
             why = self._stalled() or self._busy_why
         if not why:
             handed = loop.run_in_executor(thread, self._call_session, work, write_id)
-            try:
-                return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
-            except TimeoutError:
-                handed.add_done_callback(_retrieved)
-                why = self._stalled()
-                if why is None:
-                    handed.cancel()  # not run if not begun; if it is, `write_id` keeps it once
-                    self._busy = thread.submit(_caught_up)  # done once the thread is free
-                    why = self._busy_why
-        if self._away:
+            while not why:
+                try:
+                    return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
+                except TimeoutError:
+                    why = self._stalled()
+                    if why is None and not self._alone:
+                        handed.cancel()  # not run if not begun; else `write_id` keeps it once
+                        self._busy = thread.submit(_caught_up)  # done once the thread is free
+                        why = self._busy_why
+            handed.add_done_callback(_retrieved)
+        if self._away and not self._alone:
             self._retry_soon()
         return await loop.run_in_executor(None, self._spooled, work, write_id), why
 
@@ -289,6 +293,8 @@ class StoreWorker:
         quick = self._take_quick()
         if quick is not None:
             quick.close()  # on the loop that uses it; the thread's connection is still open
+        if self._away:
+            self._break_off()  # a call still stuck on it would only delay the closing
         closing = asyncio.get_running_loop().run_in_executor(self._thread, self._close)
         if self._spool is not None:  # a call stuck on a database that hangs is broken off
             try:
