@@ -464,3 +464,46 @@ def test_a_start_is_not_held_by_a_database_that_stops_answering_it(
     assert spooled(isolated) == []
     events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
     assert events == ["sim-auto", "sim-caller"]
+
+
+def test_a_start_spools_even_when_every_default_executor_thread_is_stuck(isolated):
+    """In `serve`, read routes run on the default executor and may all be stuck on the same
+    database that stopped answering: a degraded start's spool write must not queue behind
+    them."""
+    import asyncio
+    import socket
+    import threading
+
+    from voicefallback.config import Thresholds
+    from voicefallback.health import apply_probe
+    from voicefallback.records import ProbeResult, utcnow
+    from voicefallback.store import worker
+
+    call = ProbeResult("p:a", False, utcnow(), error="timeout", kind="session")
+
+    def write(s):
+        return s.record([call], {"p:a": Thresholds()}, update=apply_probe)
+
+    with socket.socket() as closed:  # a port nothing listens on: refused at once
+        closed.bind(("127.0.0.1", 0))
+        url = f"postgresql://vf@127.0.0.1:{closed.getsockname()[1]}/x"
+
+    async def scenario() -> list[str | None]:
+        state = worker.StoreWorker(url, threaded=True, connect_timeout_s=1)
+        stuck = threading.Event()
+        try:
+            _, first = await state.run_session(write)  # finds it away
+            blockers = [asyncio.ensure_future(asyncio.to_thread(stuck.wait)) for _ in range(40)]
+            await asyncio.sleep(0.1)
+            _, second = await asyncio.wait_for(state.run_session(write), 30)
+            stuck.set()
+            await asyncio.gather(*blockers)
+            return [first, second]
+        finally:
+            stuck.set()
+            await state.aclose()
+
+    first, second = asyncio.run(scenario())
+    assert first is not None and "cannot reach the state database" in first
+    assert second == first
+    assert len(spooled(isolated)) == 2

@@ -88,6 +88,7 @@ class StoreWorker:
         self._first_pass: Future[None] | None = None  # its checkpoint, on the thread
         self._retry: Future[None] | None = None  # reaching an away database again
         self._busy: Future[None] | None = None  # done once a thread too busy for starts is free
+        self._spool_thread: ThreadPoolExecutor | None = None
 
     async def run(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
         """Store work other than a start's. With a database known to be away, it raises
@@ -165,7 +166,15 @@ class StoreWorker:
             handed.add_done_callback(_retrieved)
         if self._away and not self._alone:
             self._retry_soon()
-        return await loop.run_in_executor(None, self._spooled, work, write_id), why
+        return await loop.run_in_executor(self._spooler(), self._spooled, work, write_id), why
+
+    def _spooler(self) -> ThreadPoolExecutor:
+        """A thread of its own for spool writes (local disk only): never queued behind the
+        store thread, nor behind the default executor's threads, which `serve`'s read routes
+        may all have stuck on the same database."""
+        if self._spool_thread is None:
+            self._spool_thread = ThreadPoolExecutor(1, thread_name_prefix="voicefallback-spool")
+        return self._spool_thread
 
     @property
     def _busy_why(self) -> str:
@@ -303,6 +312,8 @@ class StoreWorker:
                 self._break_off()
         await closing
         self._thread.shutdown(wait=True)
+        if self._spool_thread is not None:
+            self._spool_thread.shutdown(wait=True)
         late = self._take_quick()
         if late is not None:  # opened by a start still on the thread when aclose began
             late.close()
