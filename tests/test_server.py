@@ -402,6 +402,47 @@ def test_serve_on_postgresql_answers_the_same_and_never_shows_the_password(serve
         assert PASSWORD not in text
 
 
+def test_a_database_that_stops_answering_never_hangs_a_route(serve, config_file, pg_url, pg_server):
+    """Its tables locked (as `VACUUM FULL` locks them): a start still answers, degraded, after
+    connect_timeout_s; a read route answers 503 after its deadline instead of hanging; the
+    liveness probe is untouched; and the start is written once the lock is gone."""
+    import psycopg
+
+    config_file.write_text(
+        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 1")
+    )
+    server = serve(env={"VOICEFALLBACK_DB": pg_url})
+    warm = {"simulationId": "warm", "primary": SONNET}
+    assert server.post("/interviews/start", json=warm).status_code == 200
+    database = pg_url.rsplit("/", 1)[1]
+    holder = psycopg.connect(
+        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
+    )
+    try:
+        holder.execute("LOCK TABLE snapshots, events IN ACCESS EXCLUSIVE MODE")
+        locked = {"simulationId": "locked", "primary": SONNET}
+        started = server.post("/interviews/start", json=locked)
+        health = server.get("/health")
+        live = server.get("/livez")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert started.status_code == 200 and started.json()["chosen"] == MINI
+    assert started.json()["degraded"] is True
+    assert health.status_code == 503 and "no answer within 10 s" in health.json()["error"]
+    assert PASSWORD not in health.text
+    assert live.status_code == 200
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # the router reaches it again and writes the spool in
+        events = server.get("/fallbacks")
+        if events.status_code == 200 and len(events.json()["events"]) == 2:
+            break
+        server.post("/interviews/start", json={"simulationId": "back", "primary": MINI})
+        time.sleep(0.2)
+    assert [e["simulationId"] for e in events.json()["events"]] == ["locked", "warm"]
+    assert server.stop() == 0
+
+
 def test_a_state_database_out_of_reach_is_503_naming_the_host_not_the_password(serve):
     """Reads need the state: with its database down they fail fast, temporarily, and say where
     (a start would still decide, degraded; tests/test_degraded.py)."""
@@ -412,6 +453,12 @@ def test_a_state_database_out_of_reach_is_503_naming_the_host_not_the_password(s
         assert answer.status_code == 503, answer.text
         assert "127.0.0.1" in answer.json()["error"] and "s3cret-pw" not in answer.text
     assert server.get("/readyz").status_code == 503
+    # The page left open on a second screen says so, and keeps refreshing until it is back.
+    page = server.get("/")
+    assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert '<meta http-equiv="refresh"' in page.text
+    assert "state unavailable" in page.text and "127.0.0.1" in page.text
+    assert "s3cret-pw" not in page.text
     assert server.stop() == 0
     assert "s3cret-pw" not in server.stderr
 

@@ -251,6 +251,20 @@ def _events(events: list[FallbackEvent], now: datetime) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def render_unavailable_page(message: str, at: datetime) -> str:
+    """The page while the state cannot be read: what is wrong, and it keeps refreshing, so
+    the screen it is left open on comes back by itself."""
+    return _PAGE.substitute(
+        refresh=REFRESH_S,
+        title="voicefallback: state unavailable",
+        summary=_e(f"state unavailable: {message}"),
+        at=iso(at),
+        at_text=at.strftime("%H:%M:%S UTC"),
+        cards="",
+        events=f'<p class="muted">{_e(message)}</p>',
+    )
+
+
 def render_status_page(board: StatusBoard, mode: str) -> str:
     counts: dict[str, int] = {}
     for row in board.models:

@@ -7,14 +7,16 @@ Each one parses, awaits the core (reads run in a worker thread) and answers with
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from voicefallback import documents
+from voicefallback.config import display_location
 from voicefallback.durations import format_span, parse_duration, parse_since
-from voicefallback.errors import InputError, VoicefallbackError
+from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.health import status_of
 from voicefallback.records import utcnow
 from voicefallback.reports import (
@@ -40,7 +42,11 @@ if TYPE_CHECKING:
 
 api = APIRouter()
 
+T = TypeVar("T")
 HISTORY_LIMIT = 20  # as `health --history` without --limit
+# A read route answers by then: a database that stopped answering is a 503, not a request
+# that hangs (the status page on a second screen says so instead of spinning).
+READ_DEADLINE_S = 10.0
 
 BAD_INPUT: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorDocument, "description": "Bad input; nothing written."}
@@ -63,6 +69,16 @@ def _router(request: Request) -> AsyncSessionRouter:
 def _settings(request: Request) -> ServeSettings:
     settings: ServeSettings = request.app.state.settings
     return settings
+
+
+async def _read(request: Request, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`read(...)` on a worker thread, for at most READ_DEADLINE_S (its thread is left to
+    finish: a blocking driver call cannot be cancelled)."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(read, *args, **kwargs), READ_DEADLINE_S)
+    except TimeoutError:
+        where = display_location(_settings(request).db)
+        raise StateUnreachable(f"{where}: no answer within {READ_DEADLINE_S:g} s") from None
 
 
 def _select(registry: Registry, ids: list[str] | None, where: str) -> list[str]:
@@ -279,7 +295,8 @@ async def health(
             raise InputError("history: shows one model; drop model, require and check")
         one = registry.require(history, "history")
         since_at = parse_since(since, now, "since") if since is not None else None
-        past = await asyncio.to_thread(
+        past = await _read(
+            request,
             model_history,
             one,
             db,
@@ -294,7 +311,7 @@ async def health(
     required = [registry.require(m, "require") for m in dict.fromkeys(require or [])]
     selected = listed or list(registry.models)
     selected += [m for m in required if m not in selected]
-    report = await asyncio.to_thread(health_report, selected, db, recent, now)
+    report = await _read(request, health_report, selected, db, recent, now)
     document = documents.health_json(report)
     gated = [r for r in document["models"] if check or r["model"] in {m.id for m in required}]
     return document_response(document, 503 if any(not r["ok"] for r in gated) else 200)
@@ -318,8 +335,8 @@ async def fallbacks(
     limit: Annotated[int | None, Query(ge=1, description="At most N events.")] = None,
 ) -> Response:
     since_at = parse_since(since, utcnow(), "since") if since is not None else None
-    events = await asyncio.to_thread(
-        fallback_events, _settings(request).db, simulation_id, since_at, limit
+    events = await _read(
+        request, fallback_events, _settings(request).db, simulation_id, since_at, limit
     )
     return document_response(documents.events_json(events))
 
@@ -338,7 +355,8 @@ async def metrics(request: Request) -> Response:
     from voicefallback.metrics import prometheus_text
 
     registry = _router(request).registry
-    report = await asyncio.to_thread(
+    report = await _read(
+        request,
         health_report,
         registry.models,
         _settings(request).db,
@@ -380,7 +398,7 @@ async def readyz(request: Request) -> Response:
         "error": None,
     }
     try:
-        await asyncio.to_thread(model_statuses, models, _settings(request).db, utcnow())
+        await _read(request, model_statuses, models, _settings(request).db, utcnow())
     except VoicefallbackError as exc:
         document.update(status="unready", error=one_line(exc))
         return document_response(document, 503)
@@ -391,18 +409,33 @@ async def readyz(request: Request) -> Response:
     "/",
     summary="The status page (HTML, refreshes itself)",
     response_class=HTMLResponse,
-    responses=UNUSABLE,
+    responses={
+        500: UNUSABLE[500],
+        503: {
+            "content": {"text/html": {"schema": {"type": "string"}}},
+            "description": "The state is busy or out of reach: a page that says so and keeps "
+            "refreshing.",
+        },
+    },
 )
 async def status_page(request: Request) -> Response:
-    from voicefallback.server.page import render_status_page
+    from voicefallback.server.page import render_status_page, render_unavailable_page
 
     router = _router(request)
-    board = await asyncio.to_thread(
-        status_board, router.registry.models, _settings(request).db, utcnow()
-    )
-    page = render_status_page(board, router.mode)
+    status = 200
+    try:
+        board = await _read(
+            request, status_board, router.registry.models, _settings(request).db, utcnow()
+        )
+    except VoicefallbackError as exc:
+        if exc.exit_code != 75 and not isinstance(exc, StateUnreachable):
+            raise
+        page, status = render_unavailable_page(one_line(exc), utcnow()), 503
+    else:
+        page = render_status_page(board, router.mode)
     return HTMLResponse(
         page,
+        status_code=status,
         headers={
             # No script, nothing fetched: the strictest policy the page can live with.
             "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
