@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -507,3 +509,58 @@ def test_a_start_spools_even_when_every_default_executor_thread_is_stuck(isolate
     assert first is not None and "cannot reach the state database" in first
     assert second == first
     assert len(spooled(isolated)) == 2
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_start_interrupted_in_its_write_on_postgresql_keeps_nothing(
+    cli, config_file, pg_url, pg_server, isolated, monkeypatch, signum, code
+):
+    """Ctrl-C or SIGTERM while the start's write waits on the database (here for a model's
+    lock another writer holds): the write is rolled back, not spooled to be written in later,
+    and the start exits 130 or 143 with one line."""
+    import subprocess
+    import sys
+
+    import psycopg
+
+    from voicefallback.store.postgres import _MODEL_LOCKS
+
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    config_file.write_text(
+        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 30")
+    )
+    assert cli(*START_A).exit_code == 0  # the schema exists; nothing spooled
+    database = pg_url.rsplit("/", 1)[1]
+    holder = psycopg.connect(
+        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
+    )
+    try:
+        for model in ("openai:gpt-4o", SONNET):  # whichever the start records
+            holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_MODEL_LOCKS, model))
+        started = subprocess.Popen(
+            [sys.executable, "-m", "voicefallback", *START_B],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until its write waits for the lock
+            waiting = holder.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ).fetchone()
+            if waiting and waiting[0]:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the start never waited for the lock")
+        started.send_signal(signum)
+        _, stderr = started.communicate(timeout=20)
+    finally:
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        holder.close()
+    assert started.returncode == code, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert spooled(isolated) == []
+    assert cli("fallbacks", "--json").exit_code == 0
+    events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
+    assert events == ["sim-auto"]

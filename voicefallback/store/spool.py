@@ -164,11 +164,18 @@ class SpoolingStore:
     """
 
     def __init__(
-        self, inner: SessionStore | None, spool: Spool, write_id: str | None = None
+        self,
+        inner: SessionStore | None,
+        spool: Spool,
+        write_id: str | None = None,
+        interrupted: Callable[[], bool] | None = None,
     ) -> None:
         self._inner = inner
         self._spool = spool
         self._write_id = write_id  # the write's id, if it may be tried twice (see record)
+        # Whether the start it writes for was interrupted (Ctrl-C, SIGTERM) while this ran on
+        # a thread: then a write broken off is rolled back, not spooled to be written later.
+        self._interrupted = interrupted or (lambda: False)
         self.degraded = inner is None
         self.reason: str | None = None  # why it went out of reach mid-session
 
@@ -190,6 +197,8 @@ class SpoolingStore:
                 # Lost mid-write: if the commit did happen after all, `uid` is in the state
                 # with it and the spooled copy is skipped when it is written in.
                 self.degraded, self.reason = True, str(exc)
+        if self._interrupted():
+            raise StateUnreachable("interrupted: nothing written")
         self._spool.add(results, limits, event, uid=uid)
         snapshots: dict[str, Snapshot] = {}
         recorded = []

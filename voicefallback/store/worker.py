@@ -89,6 +89,7 @@ class StoreWorker:
         self._retry: Future[None] | None = None  # reaching an away database again
         self._busy: Future[None] | None = None  # done once a thread too busy for starts is free
         self._spool_thread: ThreadPoolExecutor | None = None
+        self._interrupted = False  # a lone start's wait was interrupted (Ctrl-C, SIGTERM)
 
     async def run(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
         """Store work other than a start's. With a database known to be away, it raises
@@ -154,15 +155,26 @@ class StoreWorker:
             why = self._stalled() or self._busy_why
         if not why:
             handed = loop.run_in_executor(thread, self._call_session, work, write_id)
-            while not why:
-                try:
-                    return await asyncio.wait_for(asyncio.shield(handed), self._connect_timeout_s)
-                except TimeoutError:
-                    why = self._stalled()
-                    if why is None and not self._alone:
-                        handed.cancel()  # not run if not begun; else `write_id` keeps it once
-                        self._busy = thread.submit(_caught_up)  # done once the thread is free
-                        why = self._busy_why
+            try:
+                while not why:
+                    try:
+                        return await asyncio.wait_for(
+                            asyncio.shield(handed), self._connect_timeout_s
+                        )
+                    except TimeoutError:
+                        why = self._stalled()
+                        if why is None and not self._alone:
+                            handed.cancel()  # not run if not begun; else `write_id` keeps it once
+                            self._busy = thread.submit(_caught_up)  # done once the thread is free
+                            why = self._busy_why
+            except BaseException:
+                if self._alone:
+                    # Ctrl-C or SIGTERM (the command's task cancelled, or the exception itself):
+                    # as inline, the open transaction is rolled back now, and nothing spooled.
+                    self._interrupted = True
+                    self._break_off()
+                handed.add_done_callback(_retrieved)
+                raise
             handed.add_done_callback(_retrieved)
         if self._away and not self._alone:
             self._retry_soon()
@@ -284,7 +296,7 @@ class StoreWorker:
                 store, why = self._open(), None
             except StateUnreachable as exc:
                 why = str(exc)
-        spooling = SpoolingStore(store, self._spool, write_id)
+        spooling = SpoolingStore(store, self._spool, write_id, lambda: self._interrupted)
         value = work(spooling)
         if spooling.degraded:
             why = why or spooling.reason
