@@ -456,6 +456,8 @@ def test_a_state_database_out_of_reach_is_503_naming_the_host_not_the_password(s
     # The page left open on a second screen says so, and keeps refreshing until it is back.
     page = server.get("/")
     assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["retry-after"] == "1"  # as every other 503 of a busy or away state
+    assert "default-src 'none'" in page.headers["content-security-policy"]
     assert '<meta http-equiv="refresh"' in page.text
     assert "state unavailable" in page.text and "127.0.0.1" in page.text
     assert "s3cret-pw" not in page.text

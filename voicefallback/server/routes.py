@@ -433,7 +433,7 @@ async def status_page(request: Request) -> Response:
         page, status = render_unavailable_page(one_line(exc), utcnow()), 503
     else:
         page = render_status_page(board, router.mode)
-    return HTMLResponse(
+    response = HTMLResponse(
         page,
         status_code=status,
         headers={
@@ -443,3 +443,6 @@ async def status_page(request: Request) -> Response:
             "Cache-Control": "no-store",
         },
     )
+    if status == 503:
+        response.headers["Retry-After"] = "1"  # as every 503 of a busy or away state
+    return response
