@@ -564,3 +564,31 @@ def test_a_start_interrupted_in_its_write_on_postgresql_keeps_nothing(
     assert cli("fallbacks", "--json").exit_code == 0
     events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
     assert events == ["sim-auto"]
+
+
+def test_a_read_kept_waiting_by_a_locked_table_gives_up_as_busy(
+    cli, pg_url, pg_server, monkeypatch
+):
+    """`health` on a database whose tables are locked (VACUUM FULL, say) does not wait for
+    ever: its statements give up (exit 75, try again), one line, nothing written."""
+    import psycopg
+
+    from voicefallback.store import postgres
+
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    monkeypatch.setattr(postgres, "READ_STATEMENT_TIMEOUT_S", 1.0)
+    assert cli(*START_A).exit_code == 0
+    database = pg_url.rsplit("/", 1)[1]
+    holder = psycopg.connect(
+        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
+    )
+    try:
+        holder.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
+        health = cli("health", "--json")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert health.exit_code == 75 and health.stdout == ""
+    assert health.stderr.count("\n") == 1 and "waiting for over 1 s; try again" in health.stderr
+    assert PASSWORD not in health.stderr
+    assert cli("health", "--json").exit_code == 0  # the lock is gone

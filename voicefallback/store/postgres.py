@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, display_location
-from voicefallback.errors import ProbeBusy, StateError, StateUnreachable
+from voicefallback.errors import ProbeBusy, StateBusy, StateError, StateUnreachable
 from voicefallback.records import iso, utcnow
 from voicefallback.redaction import redact
 from voicefallback.store.schema import PG_MIGRATIONS, SCHEMA_VERSION, TABLES, newer_schema
@@ -34,6 +34,12 @@ _MIGRATE_KEY = 2
 _MODEL_LOCKS = 0x56460001
 _POLL_S = 0.05
 MIGRATE_WAIT_S = 60.0
+# A read-only connection's statements give up after this long (a table locked by VACUUM
+# FULL, say): past `serve`'s 10 s answer, so its read threads are never stuck for good.
+READ_STATEMENT_TIMEOUT_S = 15.0
+# Data sent and not acknowledged for this long means the server is gone: the connection is
+# closed by the kernel instead of waiting for TCP to give up, minutes later.
+TCP_USER_TIMEOUT_S = 10.0
 
 
 def _secrets(url: str) -> list[str | None]:
@@ -67,7 +73,7 @@ class PostgresStore(SQLStore):
         is refused before anything is written to it.
         """
         store = cls(url, None)
-        store._conn = store._connect(connect_timeout_s)
+        store._conn = store._connect(connect_timeout_s, write=write)
         try:
             with store._guard("open"):
                 store._version = store._check_schema()
@@ -105,7 +111,7 @@ class PostgresStore(SQLStore):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self, timeout_s: float) -> psycopg.Connection[dict[str, Any]]:
+    def _connect(self, timeout_s: float, *, write: bool) -> psycopg.Connection[dict[str, Any]]:
         options: dict[str, Any] = {"application_name": "voicefallback"}
         try:
             given = conninfo_to_dict(self.url)
@@ -114,6 +120,11 @@ class PostgresStore(SQLStore):
         if "connect_timeout" not in given and "PGCONNECT_TIMEOUT" not in os.environ:
             # libpq counts whole seconds (and treats 1 as 2); a URL or PGCONNECT_TIMEOUT wins.
             options["connect_timeout"] = max(1, round(timeout_s))
+        if "tcp_user_timeout" not in given:  # what the URL says wins, as above
+            options["tcp_user_timeout"] = round(TCP_USER_TIMEOUT_S * 1000)
+        if not write and "options" not in given and "PGOPTIONS" not in os.environ:
+            ms = round(READ_STATEMENT_TIMEOUT_S * 1000)
+            options["options"] = f"-c statement_timeout={ms}"
         try:
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **options)
         except psycopg.OperationalError as exc:
@@ -225,6 +236,12 @@ class PostgresStore(SQLStore):
     def _guard(self, action: str) -> Iterator[None]:
         try:
             yield
+        except psycopg.errors.QueryCanceled:
+            # A read's statement_timeout: something holds what it needs (a table lock).
+            raise StateBusy(
+                f"{self.label}: the state database kept this {action} waiting for over"
+                f" {READ_STATEMENT_TIMEOUT_S:g} s; try again"
+            ) from None
         except psycopg.OperationalError as exc:
             if self._conn is not None and (self._conn.closed or self._conn.broken):
                 raise StateUnreachable(
