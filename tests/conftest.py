@@ -140,3 +140,8 @@ def cli(config_file: Path, db_file: Path, bare_cli: Callable[..., Run]) -> Calla
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def add_setting(path: Path, line: str) -> None:
+    """One more line in models.toml's [settings] table, e.g. `connect_timeout_s = 1`."""
+    path.write_text(path.read_text().replace("[settings]", f"[settings]\n{line}"), "utf-8")

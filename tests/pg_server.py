@@ -133,6 +133,18 @@ class PostgresServer:
             cursor = conn.execute(sql.encode())
             return list(cursor.fetchall()) if cursor.description else []
 
+    def holder(self, url: str) -> Any:
+        """A superuser connection to `url`'s database, in a transaction: what it locks stays
+        locked until its rollback (as `VACUUM FULL` or another host would hold it)."""
+        import psycopg
+
+        return psycopg.connect(
+            host=str(self.socket_dir),
+            port=self.port,
+            user="postgres",
+            dbname=url.rsplit("/", 1)[1],
+        )
+
     def new_database(self) -> str:
         """A fresh database owned by the test role; its URL (TCP, password in the URL)."""
         name = f"vf_{os.getpid()}_{next(self._databases)}"

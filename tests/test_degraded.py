@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import add_setting
 from tests.pg_server import PASSWORD, PostgresServer, rows
 
 SONNET = "anthropic:claude-3-5-sonnet-latest"
@@ -122,16 +123,12 @@ def test_a_database_that_hangs_never_holds_a_warm_router_start_past_connect_time
     import os
     import signal
 
-    from tests.conftest import write_config
     from voicefallback import AsyncSessionRouter
     from voicefallback.errors import StateUnreachable
     from voicefallback.store import worker
 
     monkeypatch.setattr(worker, "RETRY_AFTER_S", 0.2)
-    write_config(
-        config_file,
-        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 1"),
-    )
+    add_setting(config_file, "connect_timeout_s = 1")
     database = pg_url.rsplit("/", 1)[1]
 
     def backends() -> list[int]:
@@ -431,17 +428,10 @@ def test_a_start_is_not_held_by_a_database_that_stops_answering_it(
     import sys
     import threading
 
-    import psycopg
-
     monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
-    config_file.write_text(
-        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 1")
-    )
+    add_setting(config_file, "connect_timeout_s = 1")
     assert cli(*START_A).exit_code == 0  # the schema exists; nothing spooled
-    database = pg_url.rsplit("/", 1)[1]
-    holder = psycopg.connect(
-        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
-    )
+    holder = pg_server.holder(pg_url)
     try:
         holder.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")  # held until rollback
         release = threading.Timer(60, holder.rollback)  # never held past the test
@@ -521,19 +511,12 @@ def test_a_start_interrupted_in_its_write_on_postgresql_keeps_nothing(
     import subprocess
     import sys
 
-    import psycopg
-
     from voicefallback.store.postgres import _MODEL_LOCKS
 
     monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
-    config_file.write_text(
-        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 30")
-    )
+    add_setting(config_file, "connect_timeout_s = 30")
     assert cli(*START_A).exit_code == 0  # the schema exists; nothing spooled
-    database = pg_url.rsplit("/", 1)[1]
-    holder = psycopg.connect(
-        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
-    )
+    holder = pg_server.holder(pg_url)
     try:
         for model in ("openai:gpt-4o", SONNET):  # whichever the start records
             holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_MODEL_LOCKS, model))
@@ -571,17 +554,13 @@ def test_a_read_kept_waiting_by_a_locked_table_gives_up_as_busy(
 ):
     """`health` on a database whose tables are locked (VACUUM FULL, say) does not wait for
     ever: its statements give up (exit 75, try again), one line, nothing written."""
-    import psycopg
 
     from voicefallback.store import postgres
 
     monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
     monkeypatch.setattr(postgres, "READ_STATEMENT_TIMEOUT_S", 1.0)
     assert cli(*START_A).exit_code == 0
-    database = pg_url.rsplit("/", 1)[1]
-    holder = psycopg.connect(
-        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
-    )
+    holder = pg_server.holder(pg_url)
     try:
         holder.execute("LOCK TABLE snapshots IN ACCESS EXCLUSIVE MODE")
         health = cli("health", "--json")

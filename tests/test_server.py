@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.conftest import add_setting
 from tests.pg_server import PASSWORD
 from voicefallback.locking import probe_lock
 
@@ -406,18 +407,12 @@ def test_a_database_that_stops_answering_never_hangs_a_route(serve, config_file,
     """Its tables locked (as `VACUUM FULL` locks them): a start still answers, degraded, after
     connect_timeout_s; a read route answers 503 after its deadline instead of hanging; the
     liveness probe is untouched; and the start is written once the lock is gone."""
-    import psycopg
 
-    config_file.write_text(
-        config_file.read_text().replace("[settings]", "[settings]\nconnect_timeout_s = 1")
-    )
+    add_setting(config_file, "connect_timeout_s = 1")
     server = serve(env={"VOICEFALLBACK_DB": pg_url})
     warm = {"simulationId": "warm", "primary": SONNET}
     assert server.post("/interviews/start", json=warm).status_code == 200
-    database = pg_url.rsplit("/", 1)[1]
-    holder = psycopg.connect(
-        host=str(pg_server.socket_dir), port=pg_server.port, user="postgres", dbname=database
-    )
+    holder = pg_server.holder(pg_url)
     try:
         holder.execute("LOCK TABLE snapshots, events IN ACCESS EXCLUSIVE MODE")
         locked = {"simulationId": "locked", "primary": SONNET}
