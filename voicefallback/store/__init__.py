@@ -8,7 +8,7 @@ from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, is_database_url
 from voicefallback.errors import StateError
 from voicefallback.store.base import SessionStore, SnapshotUpdate, Store
 from voicefallback.store.schema import APPLICATION_ID, SCHEMA_VERSION
-from voicefallback.store.sql import PRUNE_BATCH
+from voicefallback.store.upkeep import PRUNE_BATCH
 
 __all__ = [
     "APPLICATION_ID",

@@ -61,24 +61,7 @@ class Store(SessionStore, Protocol):
 
     def __exit__(self, *exc: object) -> None: ...
 
-    def record(
-        self,
-        results: Iterable[ProbeResult],
-        limits: Mapping[str, Thresholds],
-        event: FallbackEvent | None = None,
-        *,
-        update: SnapshotUpdate,
-        once: str | None = None,
-    ) -> list[tuple[ProbeResult, Snapshot]]:
-        """Write calls (history rows + snapshots) and an optional event in one transaction.
-
-        `once`: an id for this write, kept with it, so the same write retried later
-        from the spool (its commit went unanswered) is not written twice; nor is this one
-        if its spooled copy went in first.
-        """
-        ...
-
-    def snapshots(self, models: Iterable[str] | None = None) -> dict[str, Snapshot]: ...
+    # record() and snapshots(): as SessionStore's.
 
     def write_spool_in(self, update: SnapshotUpdate) -> int:
         """Write what degraded starts spooled for this state in, each once (see spool.py)."""
