@@ -27,6 +27,17 @@ Directives:
   reject-P              answer 400 "Unsupported parameter: 'P'" to a request that has P
   groq-usage            usage in the last chunk's x_groq object, as Groq sends it
   cut-after-end         a complete stream, then a reset instead of the end of the body
+  keepalive-N           SSE comments ": keep-alive" every 100 ms until N ms, then the answer
+  empty-N               until N ms, every 100 ms a frame with nothing to hear (OpenAI: an
+                        empty-content delta; Anthropic: a ping event), then the answer
+  tool-call             the answer is a call of the request's first tool (else "lookup") with
+                        arguments {"city": "Paris"} sent in pieces (OpenAI delta.tool_calls,
+                        finish_reason "tool_calls"; Anthropic tool_use + input_json_delta,
+                        stop_reason "tool_use")
+
+Framework plugins (LiveKit's, Pipecat's) send their own parameters (tools, tool_choice,
+stream_options, temperature, ...): every one is accepted and recorded. GET /v1/models answers
+an empty list, as LiveKit's OpenAI plugin asks it when it prewarms.
 
 Run as a script (`python tests/fake_provider.py`) it serves until killed and prints its URL.
 The end of this module has the helpers tests use to point real adapters at it; the fixtures are
@@ -87,6 +98,8 @@ class Plan:
     mode: str = "ok"
     flags: set[str] = field(default_factory=set)
     rejects: set[str] = field(default_factory=set)
+    keepalive_ms: int = 0
+    empty_ms: int = 0
 
     @classmethod
     def parse(cls, name: str) -> Plan:
@@ -94,7 +107,12 @@ class Plan:
         for part in name.split("+"):
             pieces = part.split("-")
             head = pieces[0]
-            if head in ("ttft", "headers", "tokens", "gap") and len(pieces) == 2:
+            if head in ("keepalive", "empty") and len(pieces) == 2:
+                if head == "keepalive":
+                    plan.keepalive_ms = int(pieces[1])
+                else:
+                    plan.empty_ms = int(pieces[1])
+            elif head in ("ttft", "headers", "tokens", "gap") and len(pieces) == 2:
                 value = int(pieces[1])
                 if head == "ttft":
                     plan.ttft_ms = value
@@ -122,7 +140,7 @@ class Plan:
                 "error-mid-stream",
             ):
                 plan.mode = part
-            elif part in ("no-done", "no-done-hold", "groq-usage", "cut-after-end"):
+            elif part in ("no-done", "no-done-hold", "groq-usage", "cut-after-end", "tool-call"):
                 plan.flags.add(part)
             elif head == "reject" and len(pieces) == 2:
                 plan.rejects.add(pieces[1])
@@ -204,6 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/_first_token_ms":
             with self.server.fake._lock:
                 self._json(200, list(self.server.fake.first_token_ms))
+        elif self.path == "/v1/models":
+            self._json(200, {"object": "list", "data": []})
         else:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -280,7 +300,12 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             for event in dialect.stream_head(body):
                 self._chunk(event)
+            self._idle(began, plan.keepalive_ms, lambda: b": keep-alive\n\n")
+            self._idle(began, plan.empty_ms, dialect.empty)
             self._sleep_until(began, plan.ttft_ms)
+            if "tool-call" in plan.flags:
+                self._tool_call(dialect, body, began)
+                return
             pieces = _text(plan)
             if plan.mode in (
                 "cut-mid-stream",
@@ -332,6 +357,21 @@ class _Handler(BaseHTTPRequestHandler):
             self._end()
         except OSError:
             self.close_connection = True  # the client went away
+
+    def _tool_call(self, dialect: _Dialect, body: dict[str, Any], began: float) -> None:
+        for index, event in enumerate(dialect.tool_call(_first_tool(body), TOOL_ARGUMENTS)):
+            self._chunk(event)
+            if index == 0:
+                with self.server.fake._lock:
+                    self.server.fake.first_token_ms.append((time.perf_counter() - began) * 1000)
+        self._end()
+
+    def _idle(self, began: float, until_ms: int, frame: Any) -> None:
+        """Frames with nothing to hear every 100 ms, until `until_ms` after the request."""
+        end = began + until_ms / 1000
+        while time.perf_counter() < end and not self.server.fake.stopping.is_set():
+            self._chunk(frame())
+            time.sleep(max(0.0, min(0.1, end - time.perf_counter())))
 
     # -- plumbing --------------------------------------------------------------
 
@@ -386,6 +426,19 @@ def _presented_key(headers: dict[str, str]) -> str | None:
     return None
 
 
+TOOL_ARGUMENTS = ['{"city"', ': "Par', 'is"}']  # {"city": "Paris"}, in pieces
+
+
+def _first_tool(body: dict[str, Any]) -> str:
+    """The name of the first tool the request offers (OpenAI or Anthropic shape)."""
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict):
+            name = (tool.get("function") or {}).get("name") or tool.get("name")
+            if isinstance(name, str):
+                return name
+    return "lookup"
+
+
 def _text(plan: Plan) -> list[str]:
     if plan.tokens is None:
         return list(DEFAULT_TEXT)
@@ -405,6 +458,8 @@ class _Dialect(Protocol):
     def stream_head(self, body: dict[str, Any]) -> Iterator[bytes]: ...
     def token(self, text: str, first: bool) -> bytes: ...
     def thinking(self, count: int) -> Iterator[bytes]: ...
+    def empty(self) -> bytes: ...
+    def tool_call(self, name: str, arguments: list[str]) -> Iterator[bytes]: ...
     def stream_tail(self, body: dict[str, Any], count: int, plan: Plan) -> Iterator[bytes]: ...
     def stream_error(self) -> bytes: ...
     def malformed(self) -> bytes: ...
@@ -487,6 +542,33 @@ class _OpenAI:
             self.model,
             [{"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}],
         )
+
+    def empty(self) -> bytes:
+        return self._chunk(
+            self.model,
+            [{"index": 0, "delta": {"content": ""}, "logprobs": None, "finish_reason": None}],
+        )
+
+    def tool_call(self, name: str, arguments: list[str]) -> Iterator[bytes]:
+        def delta(call: dict[str, Any]) -> bytes:
+            choice = {"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None}
+            return self._chunk(self.model, [{**choice, "logprobs": None}])
+
+        yield delta(
+            {
+                "index": 0,
+                "id": "call_fake",
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+        )
+        for piece in arguments:
+            yield delta({"index": 0, "function": {"arguments": piece}})
+        last = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}
+        yield self._chunk(self.model, [last])
+        usage = {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21}
+        yield self._chunk(self.model, [], usage)
+        yield b"data: [DONE]\n\n"
 
     def thinking(self, count: int) -> Iterator[bytes]:
         for _ in range(count):
@@ -626,6 +708,31 @@ class _Anthropic:
             "content_block_start",
         )
         return start + delta
+
+    def empty(self) -> bytes:
+        return _sse({"type": "ping"}, "ping")
+
+    def tool_call(self, name: str, arguments: list[str]) -> Iterator[bytes]:
+        block = {"type": "tool_use", "id": "toolu_fake", "name": name, "input": {}}
+        yield _sse(
+            {"type": "content_block_start", "index": 0, "content_block": block},
+            "content_block_start",
+        )
+        for piece in arguments:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            yield _sse(
+                {"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta"
+            )
+        yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
+        yield _sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                "usage": {"output_tokens": 9},
+            },
+            "message_delta",
+        )
+        yield _sse({"type": "message_stop"}, "message_stop")
 
     def thinking(self, count: int) -> Iterator[bytes]:
         yield _sse(
