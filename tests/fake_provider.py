@@ -27,6 +27,7 @@ Directives:
   reject-P              answer 400 "Unsupported parameter: 'P'" to a request that has P
   groq-usage            usage in the last chunk's x_groq object, as Groq sends it
   cut-after-end         a complete stream, then a reset instead of the end of the body
+  echo-key              the answer's text repeats the key the request presented
   keepalive-N           SSE comments ": keep-alive" every 100 ms until N ms, then the answer
   empty-N               until N ms, every 100 ms a frame with nothing to hear (OpenAI: an
                         empty-content delta; Anthropic: a ping event), then the answer
@@ -98,6 +99,7 @@ class Plan:
     mode: str = "ok"
     flags: set[str] = field(default_factory=set)
     rejects: set[str] = field(default_factory=set)
+    echo: str | None = None  # echo-key: the key presented, to repeat in the text
     keepalive_ms: int = 0
     empty_ms: int = 0
 
@@ -141,6 +143,8 @@ class Plan:
             ):
                 plan.mode = part
             elif part in ("no-done", "no-done-hold", "groq-usage", "cut-after-end", "tool-call"):
+                plan.flags.add(part)
+            elif part == "echo-key":  # the key is known only once the request is read
                 plan.flags.add(part)
             elif head == "reject" and len(pieces) == 2:
                 plan.rejects.add(pieces[1])
@@ -255,6 +259,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         plan = Plan.parse(body["model"])
+        if "echo-key" in plan.flags:
+            plan.echo = key
         refused = sorted(plan.rejects & set(body))
         if refused:
             message = f"Unsupported parameter: '{refused[0]}' is not supported with this model."
@@ -440,6 +446,8 @@ def _first_tool(body: dict[str, Any]) -> str:
 
 
 def _text(plan: Plan) -> list[str]:
+    if plan.echo is not None:
+        return ["Your key is ", plan.echo, "."]
     if plan.tokens is None:
         return list(DEFAULT_TEXT)
     return [f" tok{index}" for index in range(plan.tokens)]
