@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -20,19 +22,22 @@ from voicefallback.cli.common import (
     app,
     domain_errors,
     gate_failed,
-    registry_from,
     select_with,
 )
 from voicefallback.config import (
     DEFAULT_CONCURRENCY,
+    Model,
     Registry,
+    config_path,
     db_path,
     display_location,
+    load_registry,
     resolve_mode,
 )
 from voicefallback.documents import print_json
-from voicefallback.errors import InputError, ProbeBusy
+from voicefallback.errors import InputError, ProbeBusy, VoicefallbackError
 from voicefallback.locking import DEFAULT_WAIT_S
+from voicefallback.records import Mode
 from voicefallback.tables import print_error
 
 
@@ -121,18 +126,21 @@ def probe(
             raise InputError("--if-older: cannot gate an exit code (--check, --require)")
         if interval is not None and (check or required):
             raise InputError("--every: cannot gate an exit code (--check, --require) on a loop")
-        registry = registry_from(config)
-        selected = select_with(registry, models, required)
-        chosen_mode = resolve_mode(mode, registry)
+        plan = _Plan.load(config_path(config), models, required, mode)
         state = db_path(db)
         if textfile is not None:
             from voicefallback.metrics import check_textfile_target
 
-            check_textfile_target(textfile, _protected(state, registry))
-    by_id = {m.id: m for m in selected}
-    progress = not json and not quiet and len(selected) > 1 and sys.stdout.isatty()
+            check_textfile_target(textfile, _protected(state, plan.registry))
+    terminal = not json and not quiet and sys.stdout.isatty()
 
     def one_round() -> dict[str, Any]:
+        nonlocal plan
+        if interval is not None:
+            plan = plan.reloaded(quiet)
+        registry, selected, chosen_mode = plan.registry, plan.selected, plan.mode
+        by_id = {m.id: m for m in selected}
+        progress = terminal and len(selected) > 1
         started = utcnow()
         with tables.probe_progress(len(selected)) if progress else nullcontext() as on_result:
             try:
@@ -183,6 +191,57 @@ def probe(
         rounds = repeat_every(interval, one_round, lambda exc: print_error(str(exc)))
     if not quiet and not json:
         tables.print_notice(f"stopped after {rounds} rounds")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a round probes, from models.toml and the command line.
+
+    `probe --every` re-reads models.toml before a round when the file changed, as `serve`
+    does: a model added is probed. A file that does not load (or no longer holds a listed
+    model) is reported in one line, once, and the last good registry stays.
+    """
+
+    registry: Registry
+    selected: list[Model]
+    mode: Mode
+    stamp: tuple[int, int, int] | None  # the file as it was read: mtime, size, inode
+    listed: list[str] | None
+    required: list[str]
+    mode_option: str | None
+
+    @classmethod
+    def load(
+        cls, path: Path, listed: list[str] | None, required: list[str], mode_option: str | None
+    ) -> _Plan:
+        stamp = _stamp(path)  # before reading: a change made meanwhile is seen next round
+        registry = load_registry(path)
+        selected = select_with(registry, listed, required)
+        mode = resolve_mode(mode_option, registry)
+        return cls(registry, selected, mode, stamp, listed, required, mode_option)
+
+    def reloaded(self, quiet: bool) -> _Plan:
+        from voicefallback.tables import print_notice
+
+        path = self.registry.path
+        if _stamp(path) == self.stamp:
+            return self
+        try:
+            plan = _Plan.load(path, self.listed, self.required, self.mode_option)
+        except VoicefallbackError as exc:
+            print_error(f"{path} not reloaded, the previous registry stays: {exc}")
+            return replace(self, stamp=_stamp(path))
+        if not quiet:
+            print_notice(f"{path} reloaded: {len(plan.selected)} models to probe")
+        return plan
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _protected(state: Path | str, registry: Registry) -> list[Path]:
