@@ -83,6 +83,13 @@ def test_mode_option_beats_environment_beats_file(cli, monkeypatch):
         (GOOD.replace('id = "p:m"', "id = 7"), "id must be a string"),
         (GOOD + "timeout_s = 1e300\n", "timeout_s must be at most 600 (10 minutes), got 1e+300"),
         (GOOD + "timeout_s = 600.5\n", "timeout_s must be at most 600"),
+        (GOOD + "timeout_s = 0.0001\n", "timeout_s must be at least 0.1 (100 ms), got 0.0001"),
+        (GOOD + "timeout_s = 1e-320\n", "timeout_s must be at least 0.1 (100 ms), got 1e-320"),
+        (GOOD + "ttft_budget_ms = 9\n", "ttft_budget_ms must be at least 10, got 9"),
+        (
+            GOOD.replace("[settings]", "[settings]\nconnect_timeout_s = 0.01"),
+            "[settings]: connect_timeout_s must be at least 0.1 (100 ms), got 0.01",
+        ),
         (GOOD + "ttft_budget_ms = 600001\n", "ttft_budget_ms must be at most 600000"),
         (
             GOOD.replace("[settings]", "[settings]\nstale_after_s = 1e12"),
@@ -108,6 +115,25 @@ def test_invalid_registry_is_one_line_naming_file_and_place(cli, db_file, text, 
         assert result.stdout == ""
         assert result.stderr.count("\n") == 1
         assert str(path) in result.stderr and message in result.stderr, result.stderr
+    assert not db_file.exists()
+
+
+def test_settings_at_their_lower_bounds_are_accepted(cli):
+    at_limits = GOOD.replace(
+        "[settings]", "[settings]\ntimeout_s = 0.1\nttft_budget_ms = 10\nconnect_timeout_s = 0.1"
+    )
+    path = write_config(Path("limits.toml"), at_limits)
+    result = cli("models", "--json", "--config", str(path))
+    assert result.exit_code == 0, result.stderr
+    [model] = result.json["models"]
+    assert (model["timeoutMs"], model["ttftBudgetMs"]) == (100, 10)
+
+
+@pytest.mark.parametrize("wait", ["nan", "inf", "-inf", "NaN"])
+def test_a_lock_timeout_that_never_ends_is_refused(cli, config_file, db_file, wait):
+    result = cli("probe", "--lock-timeout", wait)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "--lock-timeout" in result.stderr, result.stderr
     assert not db_file.exists()
 
 

@@ -64,6 +64,14 @@ _THRESHOLD_MAX: dict[str, tuple[float, str]] = {
     "history_days": (MAX_DAYS, f"{MAX_DAYS} (100 years)"),
     "connect_timeout_s": (60, "60 (1 minute)"),  # [settings] only: not a per-model value
 }
+# Smaller values cannot work: no provider call (nor a connection to PostgreSQL) finishes in
+# under 100 ms, and no first token arrives in under 10 ms, so every call would fail as a
+# timeout or over budget. 1e-320 and 0.0001 are typos, refused here.
+_THRESHOLD_MIN: dict[str, tuple[float, str]] = {
+    "timeout_s": (0.1, "0.1 (100 ms)"),
+    "ttft_budget_ms": (10, "10"),
+    "connect_timeout_s": (0.1, "0.1 (100 ms)"),
+}
 
 
 @dataclass(frozen=True)
@@ -310,6 +318,9 @@ def _threshold(key: str, value: Any, where: str) -> float | int:
     limit, shown = _THRESHOLD_MAX[key]
     if value > limit:
         raise ConfigError(f"{where}: {key} must be at most {shown}, got {value!r}")
+    floor, shown = _THRESHOLD_MIN.get(key, (0, ""))
+    if value < floor:
+        raise ConfigError(f"{where}: {key} must be at least {shown}, got {value!r}")
     return int(value) if integer else float(value)
 
 

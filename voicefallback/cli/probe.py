@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from contextlib import nullcontext
@@ -119,6 +120,8 @@ def probe(
     with domain_errors():
         if quiet and json:
             raise InputError("--quiet and --json: choose one")
+        if not math.isfinite(lock_timeout):  # a NaN wait would never end, nor an infinite one
+            raise InputError(f"--lock-timeout: must be a number of seconds, got {lock_timeout}")
         interval = parse_duration(every, "--every") if every is not None else None
         older = parse_duration(if_older, "--if-older") if if_older is not None else None
         if older is not None and (check or required):
