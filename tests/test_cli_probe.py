@@ -126,6 +126,35 @@ def test_a_second_probe_gives_up_with_a_clear_message(cli, db_file):
     assert probe_rows(db_file) == before  # no provider call was recorded
 
 
+def test_a_busy_lock_never_names_a_process_that_let_it_go(cli, db_file, isolated):
+    """The lock file names its holder only while held: a probe that finished is not blamed
+    for the lock another holds."""
+    env = {**os.environ, "VOICEFALLBACK_DB": str(db_file)}
+    finished = spawn(["probe", "--json"], env)
+    finished.communicate(timeout=60)
+    assert finished.returncode == 0
+    fd = hold_lock(db_file)  # a holder that wrote no pid (yet)
+    try:
+        busy = cli("probe", "--json", "--lock-timeout", "0")
+    finally:
+        os.close(fd)
+    assert busy.exit_code == 75
+    assert f"pid {finished.pid}" not in busy.stderr, busy.stderr
+    assert "another probe is still running" in busy.stderr
+
+
+def test_a_probe_waiting_on_its_own_process_says_so(db_file):
+    """`serve` probes on a schedule and on request: the message does not blame a stranger."""
+    from voicefallback.errors import ProbeBusy
+    from voicefallback.locking import probe_lock
+
+    db_file.parent.mkdir(parents=True)
+    with probe_lock(db_file), pytest.raises(ProbeBusy) as busy, probe_lock(db_file, wait_s=0):
+        pass
+    assert "another probe (in this process) is still running" in str(busy.value)
+    assert f"pid {os.getpid()}" not in str(busy.value)
+
+
 def test_the_same_state_file_through_a_symlink_shares_one_lock(cli, db_file, isolated):
     cli("probe", "--json")
     before = probe_rows(db_file)

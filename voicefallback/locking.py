@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from voicefallback.errors import ProbeBusy, StateError
@@ -53,10 +53,15 @@ def probe_lock(db: Path, wait_s: float = DEFAULT_WAIT_S) -> Iterator[None]:
                         f"another probe{holder} is still running on {db}; waited {wait_s:g} s"
                     ) from None
                 time.sleep(_POLL_S)
-        # Who holds it, for the message the next waiter prints; best effort.
+        # Who holds it, for the message the next waiter prints; best effort. Emptied on
+        # release, so the file never names a process that no longer holds the lock.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            with suppress(OSError):
+                os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # releases the lock
 
@@ -66,4 +71,7 @@ def _holder(fd: int) -> str:
         text = os.pread(fd, 32, 0).decode("ascii").strip()
     except (OSError, UnicodeDecodeError):
         return ""
-    return f" (pid {text})" if text.isdigit() else ""
+    if not text.isdigit():
+        return ""
+    # `serve` probes on a schedule and on request: a second round waits on the first.
+    return " (in this process)" if int(text) == os.getpid() else f" (pid {text})"
