@@ -229,7 +229,8 @@ def test_history_includes_session_openings(cli):
         (("health", "--since", "1h"), "--history"),
         (("health", "--history", MINI, "--since", "yesterday"), "--since"),
         (("health", "--history", MINI, "--limit", "0"), "--limit"),
-        (("health", "--history", MINI, SONNET), "--history"),
+        (("health", "--history", MINI, SONNET), "drop the MODEL_ID arguments"),
+        (("health", "--history", MINI, "--require", SONNET), f"--require {SONNET}: --history"),
         (("health", "--history", MINI, "--format", "prometheus"), "--history"),
         (("health", "--json", "--format", "prometheus"), "--json"),
         (("health", "--format", "xml"), "--format"),
@@ -242,6 +243,16 @@ def test_bad_health_options_exit_2(cli, db_file, args, message):
     assert result.stdout == ""
     assert message in result.stderr
     assert not db_file.exists()
+
+
+def test_history_gates_on_the_model_it_shows(cli, db_file):
+    cli("probe")
+    healthy = cli("health", "--history", MINI, "--require", MINI)
+    assert healthy.exit_code == 0, healthy.stderr
+    assert "drop the MODEL_ID" not in healthy.stderr
+    down = cli("health", "--history", SONNET, "--require", SONNET, "--json")
+    assert down.exit_code == 1 and down.json["model"] == SONNET
+    assert f"check failed: {SONNET} is unhealthy" in down.stderr
 
 
 @pytest.mark.parametrize(

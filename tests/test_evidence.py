@@ -48,7 +48,10 @@ def test_slow_turns_make_a_slow_model(cli):
     ("args", "says"),
     [
         ((), "give --ttft-ms (a turn that answered) or --error (one that failed)"),
-        (("--ttft-ms", "5", "--error", "timeout"), "give --ttft-ms (a turn that answered) or"),
+        (
+            ("--ttft-ms", "100", "--error", "stalled"),
+            "--ttft-ms and --error: give one, --ttft-ms for a turn that answered or --error",
+        ),
         (("--error", "slowish"), "--error: unknown kind 'slowish'; one of: timeout,"),
         (("--error", "timeout", "--latency-ms", "9"), "--latency-ms: goes with --ttft-ms"),
         (("--ttft-ms", "-1"), "--ttft-ms: must be a whole number"),

@@ -36,9 +36,14 @@ def session_result(
 ) -> ProbeResult:
     """The report as one call of kind "session"; InputError (exit 2) names what is wrong."""
     registry.require(model_id, names.model)
-    if (ttft_ms is None) == (error is None):
+    if ttft_ms is None and error is None:
         raise InputError(
             f"give {names.ttft_ms} (a turn that answered) or {names.error} (one that failed)"
+        )
+    if ttft_ms is not None and error is not None:
+        raise InputError(
+            f"{names.ttft_ms} and {names.error}: give one, {names.ttft_ms} for a turn that"
+            f" answered or {names.error} for one that failed"
         )
     if error is not None and latency_ms is not None:
         raise InputError(f"{names.latency_ms}: goes with {names.ttft_ms}, not with {names.error}")

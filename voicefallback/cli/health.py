@@ -114,8 +114,14 @@ def health(
         registry = registry_from(config)
         now = utcnow()
         if history is not None:
-            if models or required:
+            if models:
                 raise InputError("--history: shows one model; drop the MODEL_ID arguments")
+            others = [m for m in required if m != history]
+            if others:
+                raise InputError(
+                    f"--require {others[0]}: --history shows {history} alone; require that"
+                    " model, or gate on others with `health --require` without --history"
+                )
             if fmt is OutputFormat.prometheus:
                 raise InputError("--history: use --json or the table, not --format prometheus")
             model = registry.require(history, "--history")
