@@ -187,3 +187,107 @@ def test_error_lines_never_show_anything_shaped_like_a_key(cli, db_file) -> None
     assert "MODEL_ID: unknown model 'openai:[REDACTED]'" in result.stderr
     assert "Abc123def456" not in result.stderr
     assert not db_file.exists()
+
+
+def test_a_short_key_is_redacted_only_where_it_stands_as_a_whole_token() -> None:
+    """`WALL_KEY=x`, as set for a local server that needs no key: words keep their x's."""
+    message = "stream stalled after 20 text chunks; key x rejected (x)"
+    assert redact(message, ["x"]) == (
+        f"stream stalled after 20 text chunks; key {REDACTED} rejected ({REDACTED})"
+    )
+    assert redact("none-such nonesuch none.", ["none"]) == f"none-such nonesuch {REDACTED}."
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        ("GET /health?token=tok-123&model=m HTTP/1.1", "GET /health?token=[REDACTED]&model=m"),
+        ("GET /health?model=m&api_key=abc HTTP/1.1", "GET /health?model=m&api_key=[REDACTED]"),
+        ("POST /v1/?api-key=abc&x=1", "POST /v1/?api-key=[REDACTED]&x=1"),
+        ("GET /?KEY=abc", "GET /?KEY=[REDACTED]"),
+    ],
+)
+def test_credential_query_parameters_lose_their_values(line: str, kept: str) -> None:
+    out = redact(line)
+    assert out.startswith(kept) and "abc" not in out and "tok-123" not in out
+
+
+def test_a_base_url_with_a_query_string_is_refused_without_repeating_it(cli, config_file) -> None:
+    secret = "gw-0123456789abcdef"
+    text = config_file.read_text().replace(
+        'type = "openai"', f'type = "openai"\nbase_url = "https://gw.example/v1?api-key={secret}"'
+    )
+    config_file.write_text(text)
+    for args in (["models", "--json"], ["start", "--simulation-id", "s", "--primary", "x:y"]):
+        refused = cli(*args)
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert (
+            refused.stderr.count("\n") == 1 and "base_url must not have a query" in refused.stderr
+        )
+        assert secret not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://sk-proj-0123456789abcdefghij.example/v1",  # a key pasted as the host
+        "https://gw.example/sk-proj-0123456789abcdefghij/v1",
+    ],
+)
+def test_a_base_url_holding_a_key_shaped_part_is_refused_and_never_printed(
+    cli, config_file, url
+) -> None:
+    config_file.write_text(
+        config_file.read_text().replace('type = "openai"', f'type = "openai"\nbase_url = "{url}"')
+    )
+    refused = cli("models", "--json")
+    assert refused.exit_code == 2 and refused.stdout == ""
+    assert "shaped like an API key" in refused.stderr
+    assert "0123456789abcdefghij" not in refused.stderr
+
+
+def test_a_simulation_id_equal_to_a_key_is_refused_and_nothing_written(
+    cli, db_file, monkeypatch
+) -> None:
+    key = "gw-token-0f1e2d3c4b5a"  # a configured key of no recognisable shape
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    for simulation_id in (key, "sk-proj-0123456789abcdefghij"):
+        refused = cli("start", "--simulation-id", simulation_id, "--primary", "openai:gpt-4o-mini")
+        assert refused.exit_code == 2 and refused.stdout == ""
+        assert refused.stderr.count("\n") == 1 and "--simulation-id: looks like" in refused.stderr
+        assert simulation_id not in refused.stderr
+    assert not db_file.exists()
+    assert (
+        cli("start", "--simulation-id", "sim-1", "--primary", "openai:gpt-4o-mini").exit_code == 0
+    )
+
+
+def test_opening_text_that_echoes_the_key_is_redacted_in_json_and_the_panel(
+    cli, config_file, monkeypatch
+) -> None:
+    """A gateway that repeats the key it was sent: `agent.text` is provider-supplied text."""
+    from tests.conftest import write_config
+    from tests.fake_provider import FakeProvider
+
+    key = "gw-token-0f1e2d3c4b5a"
+    monkeypatch.setenv("GW_KEY", key)
+    with FakeProvider(keys=(key,)) as fake:
+        write_config(
+            config_file,
+            f"""
+[settings]
+mode = "live"
+[providers.gw]
+type = "openai"
+base_url = "{fake.url}/v1"
+api_key_env = "GW_KEY"
+[[models]]
+id = "gw:echo-key"
+""",
+        )
+        started = cli("start", "--simulation-id", "s", "--primary", "gw:echo-key", "--json")
+        assert started.exit_code == 0, started.stderr
+        assert started.json["agent"]["text"] == f"Your key is {REDACTED}."
+        panel = cli("start", "--simulation-id", "s", "--primary", "gw:echo-key")
+        assert panel.exit_code == 0 and "Your key is" in panel.stdout
+        assert key not in panel.stdout + panel.stderr + started.stdout

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from voicefallback.durations import MAX_DAYS
 from voicefallback.errors import ConfigError, InputError
 from voicefallback.records import ERROR_KINDS, ErrorKind, Mode, error_kind
+from voicefallback.redaction import redact
 
 APP_NAME = "voicefallback"
 CONFIG_ENV = "VOICEFALLBACK_CONFIG"
@@ -425,20 +426,36 @@ def _has_credentials(url: str) -> bool:
 
 def _check_base_url(url: Any, where: str) -> None:
     """An http(s) URL with a host and a valid port, checked when the registry loads, so a
-    typo is one line here and not a traceback or a "misconfigured" model at call time."""
+    typo is one line here and not a traceback or a "misconfigured" model at call time.
+
+    Messages show the URL redacted (a key pasted into it stays out of every line), and a URL
+    holding anything key-shaped, or a query string, is refused: the SDKs append their paths to
+    base_url, so a query would end up mid-path, and `models` would print whatever it holds."""
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigError(f"{where}: base_url must be an http(s) URL, got {url!r}")
+        shown = repr(redact(url) if isinstance(url, str) else url)
+        raise ConfigError(f"{where}: base_url must be an http(s) URL, got {shown}")
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise ConfigError(f"{where}: base_url must not hold spaces or control characters")
+    if "?" in url or "#" in url:
+        raise ConfigError(
+            f"{where}: base_url must not have a query string or fragment (?…, #…); a key "
+            "belongs in the environment variable api_key_env names"
+        )
+    shown = redact(url)
+    if shown != url:
+        raise ConfigError(
+            f"{where}: base_url {shown!r} holds something shaped like an API key; "
+            "a key belongs in the environment variable api_key_env names"
+        )
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port  # .port raises for a port out of range
     except ValueError as exc:
-        raise ConfigError(f"{where}: base_url {url!r} is not a valid URL ({exc})") from None
+        raise ConfigError(f"{where}: base_url {shown!r} is not a valid URL ({exc})") from None
     if not host:
-        raise ConfigError(f"{where}: base_url {url!r} has no host")
+        raise ConfigError(f"{where}: base_url {shown!r} has no host")
     if port == 0:
-        raise ConfigError(f"{where}: base_url {url!r}: port must be 1-65535")
+        raise ConfigError(f"{where}: base_url {shown!r}: port must be 1-65535")
 
 
 def _stub(value: Any, where: str) -> Stub:

@@ -6,9 +6,13 @@ import os
 import re
 from collections.abc import Iterable
 
-from voicefallback.config import api_key
+from voicefallback.errors import InputError
 
 REDACTED = "[REDACTED]"
+
+# A configured key shorter than this (`x`, `none`: set for local servers that need no key) is
+# redacted only as a whole token: replaced everywhere, it would garble every word holding it.
+SHORT_KEY = 8
 
 _KEY_SHAPED = re.compile(
     r"""
@@ -19,21 +23,51 @@ _KEY_SHAPED = re.compile(
     re.VERBOSE,
 )
 
+# A query parameter that carries a credential (`?token=…`, `&api-key=…`): its value goes,
+# whatever it looks like.
+_QUERY_SECRET = re.compile(
+    r"([?&;](?:token|key|api[_-]?key|access[_-]?token|auth|password)=)[^&;#\s\"']*", re.IGNORECASE
+)
+
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """`text` without the literal `secrets` and without anything shaped like an API key.
+    """`text` without the literal `secrets`, credential query parameters, and anything shaped
+    like an API key.
 
-    Every configured key goes, however short (a garbled word is better than a leaked key),
-    longest first, so no key's tail survives another's replacement; blank values are no key.
+    Configured keys go longest first, so no key's tail survives another's replacement; blank
+    values are no key; a key shorter than SHORT_KEY goes only where it stands as a token.
     """
     for secret in sorted({s for s in secrets if s and s.strip()}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
+        if len(secret) >= SHORT_KEY:
+            text = text.replace(secret, REDACTED)
+        else:
+            token = rf"(?<![\w-]){re.escape(secret)}(?![\w-])"
+            text = re.sub(token, REDACTED, text)
+    text = _QUERY_SECRET.sub(lambda match: match.group(1) + REDACTED, text)
     return _KEY_SHAPED.sub(REDACTED, text)
+
+
+def is_secret(value: str, secrets: Iterable[str | None]) -> bool:
+    """`value` is one of the configured secrets, or shaped like a key: it would be stored or
+    shown redacted, so a caller-supplied id like it is refused rather than kept."""
+    return any(value == s for s in secrets if s and s.strip()) or redact(value) != value
+
+
+def refuse_secret(value: str, where: str, secrets: Iterable[str | None]) -> None:
+    """A caller-supplied id is stored and shown as given: one that is a configured key or the
+    bearer token, or shaped like a key, is refused, in a message that does not repeat it."""
+    if is_secret(value, secrets):
+        raise InputError(
+            f"{where}: looks like an API key or the bearer token; refused, so it is never "
+            "stored or shown (pick another id)"
+        )
 
 
 def secrets_from_env(names: Iterable[str | None]) -> list[str]:
     """The configured keys: each named variable's value as sent (stripped, see config.api_key)
     and as set (with the whitespace around it), for variables that hold a key."""
+    from voicefallback.config import api_key  # config uses redact(): imported when called
+
     found: dict[str, None] = {}  # ordered, without repeats
     for name in names:
         key = api_key(name)

@@ -66,6 +66,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    read_timeout: Annotated[
+        str,
+        typer.Option(
+            "--read-timeout",
+            metavar="SPAN",
+            help="Time a client has to send a whole request (headers and body) from its "
+            "first byte, or to send anything on a new connection; then 408 and closed.",
+        ),
+    ] = "10s",
     config: ConfigOption = None,
     db: DbOption = None,
     mode: ModeOption = None,
@@ -89,6 +98,7 @@ def serve(
         from voicefallback.store import open_store
 
         interval = parse_duration(probe_every, "--probe-every") if probe_every else None
+        read_timeout_s = parse_duration(read_timeout, "--read-timeout")
         token = _token(token_env)
         if token is None and not is_loopback(host):
             raise InputError(
@@ -103,7 +113,13 @@ def serve(
             # refuses it, not answered with 500s later. A database may be down at start:
             # starts then run degraded until it is back.
             open_store(state, write=False).close()
-        settings = ServeSettings(config=config_file, db=state, token=token, probe_every_s=interval)
+        settings = ServeSettings(
+            config=config_file,
+            db=state,
+            token=token,
+            probe_every_s=interval,
+            read_timeout_s=read_timeout_s,
+        )
         sock = bind(host, port)
         try:
             run(settings, sock, mode, json_logs=json)

@@ -73,6 +73,7 @@ def start(
     import asyncio  # here, not at the top: read-only commands need no event loop
 
     from voicefallback import documents, tables
+    from voicefallback.redaction import refuse_secret, secrets_from_env
     from voicefallback.routing import start_session
     from voicefallback.sessions import CLI_NAMES, build_request, parse_body
 
@@ -80,6 +81,8 @@ def start(
         registry = registry_from(config)
         parsed = parse_body(_read_body(body), "--body") if body is not None else {}
         request = build_request(parsed, simulation_id, primary, fallback, CLI_NAMES)
+        keys = secrets_from_env(p.api_key_env for p in registry.providers.values())
+        refuse_secret(request.simulation_id, "--simulation-id", keys)
         chosen_mode = resolve_mode(mode, registry)
         outcome = asyncio.run(start_session(registry, db_path(db), chosen_mode, request))
         document = documents.start_json(outcome)

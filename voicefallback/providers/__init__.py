@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider
 from voicefallback.records import Mode, ProbeResult
-from voicefallback.redaction import secrets_from_env
+from voicefallback.redaction import redact, secrets_from_env
 
 
 class Adapter(Protocol):
@@ -89,6 +89,10 @@ class Adapters:
         return self._redacted(result)
 
     def _redacted(self, result: ProbeResult) -> ProbeResult:
+        """The provider's message and opening text, both provider-supplied (a gateway may
+        echo the key it was sent)."""
+        if result.text is not None:
+            result = replace(result, text=redact(result.text, self._secrets))
         if result.message is None:
             return result
         from voicefallback.providers.classify import one_line

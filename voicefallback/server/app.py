@@ -41,8 +41,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class EdgeMiddleware:
-    """Before any route: the bearer token (constant-time compare), and a Server-Timing header
-    with the time the app took to answer."""
+    """Before any route: HEAD answered as GET without the body, the bearer token (compared in
+    constant time), and a Server-Timing header on every answer with the time it took."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
@@ -53,12 +53,6 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
-        guarded = self.token is not None and scope["path"] not in UNAUTHENTICATED
-        if guarded and not self._authorized(scope):
-            response = error_response(401, "unauthorized")
-            response.headers["WWW-Authenticate"] = "Bearer"
-            await response(scope, receive, send)
-            return
 
         async def timed(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -66,6 +60,16 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"server-timing", spent)]
             await send(message)
 
+        guarded = self.token is not None and scope["path"] not in UNAUTHENTICATED
+        if guarded and not self._authorized(scope):
+            response = error_response(401, "unauthorized")
+            response.headers["WWW-Authenticate"] = "Bearer"
+            await response(scope, receive, timed)
+            return
+        if scope["method"] == "HEAD":
+            # The routes see a GET; the server, which keeps the original scope, sends the
+            # headers (Content-Length included) and drops the body, as HEAD requires.
+            scope = {**scope, "method": "GET"}
         await self.app(scope, receive, timed)
 
     def _authorized(self, scope: Scope) -> bool:

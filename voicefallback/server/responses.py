@@ -19,6 +19,7 @@ class ServeSettings:
     db: Path | str  # a SQLite file or a postgresql:// URL
     token: str | None = None  # with a token, every route but /livez requires it
     probe_every_s: float | None = None
+    read_timeout_s: float = 10.0  # a request's head and body must arrive within this
 
 
 def document_response(document: dict[str, Any], status_code: int = 200) -> Response:

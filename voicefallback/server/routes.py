@@ -10,8 +10,9 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.requests import ClientDisconnect
 
 from voicefallback import documents
 from voicefallback.config import display_location
@@ -19,6 +20,7 @@ from voicefallback.durations import format_span, parse_duration, parse_since
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.health import status_of
 from voicefallback.records import utcnow
+from voicefallback.redaction import refuse_secret, secrets_from_env
 from voicefallback.reports import (
     fallback_events,
     health_report,
@@ -40,7 +42,29 @@ if TYPE_CHECKING:
     from voicefallback.config import Registry
     from voicefallback.router import AsyncSessionRouter
 
-api = APIRouter()
+
+async def _known_parameters(request: Request) -> None:
+    """A query parameter the route does not take is refused, naming it: a typo
+    (`?chek=true`) or a parameter of another route would otherwise be answered as if it had
+    not been asked (`/health/probe?check=true`: 200, unchecked)."""
+    from fastapi.routing import APIRoute
+
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known: set[str] = set()
+    pending = [route.dependant]
+    while pending:  # the route's own parameters and those of its dependencies
+        dependant = pending.pop()
+        known.update(p.alias for p in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    for name in request.query_params:
+        if name not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise InputError(f"{name}: unknown query parameter (this route takes: {takes})")
+
+
+api = APIRouter(dependencies=[Depends(_known_parameters)])
 
 T = TypeVar("T")
 HISTORY_LIMIT = 20  # as `health --history` without --limit
@@ -79,6 +103,12 @@ async def _read(request: Request, read: Callable[..., T], *args: Any, **kwargs: 
     except TimeoutError:
         where = display_location(_settings(request).db)
         raise StateUnreachable(f"{where}: no answer within {READ_DEADLINE_S:g} s") from None
+
+
+def _secrets(request: Request) -> list[str]:
+    """The configured keys and the bearer token: what no caller-supplied id may be."""
+    providers = _router(request).registry.providers.values()
+    return [*secrets_from_env(p.api_key_env for p in providers), _settings(request).token or ""]
 
 
 def _select(registry: Registry, ids: list[str] | None, where: str) -> list[str]:
@@ -133,7 +163,7 @@ async def _read_body(request: Request) -> bytes | None:
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         return None
     received = bytearray()
-    async for chunk in request.stream():
+    async for chunk in request.stream():  # bounded in time by serve's --read-timeout
         received += chunk
         if len(received) > MAX_BODY_BYTES:
             return None
@@ -182,7 +212,10 @@ def _start_fields(body: dict[str, Any], registry: Registry) -> tuple[str, str, l
     openapi_extra={"requestBody": START_BODY},
 )
 async def start_interview(request: Request) -> Response:
-    raw = await _read_body(request)
+    try:
+        raw = await _read_body(request)
+    except ClientDisconnect:  # gone, or cut off at --read-timeout (answered 408 already)
+        return Response(status_code=408)
     if raw is None:
         return error_response(413, f"body larger than {MAX_BODY_BYTES // 1024} KiB")
     router = _router(request)
@@ -193,6 +226,7 @@ async def start_interview(request: Request) -> Response:
             raise InputError("body: not UTF-8") from None
         body = parse_body(text, "body")
         simulation_id, primary, fallbacks = _start_fields(body, router.registry)
+        refuse_secret(simulation_id, "simulationId", _secrets(request))
         outcome = await router.choose(
             simulation_id, primary, fallbacks, body=body, opening_call=True
         )
@@ -291,8 +325,8 @@ async def health(
     if history is None and (limit is not None or since is not None):
         raise InputError("limit and since go with history=MODEL_ID")
     if history is not None:
-        if model or require or check:
-            raise InputError("history: shows one model; drop model, require and check")
+        if model or require:
+            raise InputError("history: shows one model; drop model and require")
         one = registry.require(history, "history")
         since_at = parse_since(since, now, "since") if since is not None else None
         past = await _read(
@@ -305,7 +339,9 @@ async def health(
             window=recent,
             now=now,
         )
-        return document_response(documents.history_json(past))
+        document = documents.history_json(past)
+        # check: as `health --history M --check`, 503 unless the model is healthy
+        return document_response(document, 503 if check and not document["ok"] else 200)
     # As the CLI: the listed models (default: all), then any required one not among them.
     listed = [registry.require(m, "model") for m in dict.fromkeys(model or [])]
     required = [registry.require(m, "require") for m in dict.fromkeys(require or [])]
@@ -401,7 +437,9 @@ async def readyz(request: Request) -> Response:
         await _read(request, model_statuses, models, _settings(request).db, utcnow())
     except VoicefallbackError as exc:
         document.update(status="unready", error=one_line(exc))
-        return document_response(document, 503)
+        response = document_response(document, 503)
+        response.headers["Retry-After"] = "1"  # as every 503 of a busy or away state
+        return response
     return document_response(document)
 
 

@@ -9,13 +9,20 @@ import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from voicefallback.config import display_location
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.records import iso
+from voicefallback.redaction import redact, secrets_from_env
 from voicefallback.server.app import create_app
 from voicefallback.server.responses import ServeSettings
+
+if TYPE_CHECKING:
+    from voicefallback.router import AsyncSessionRouter
+    from voicefallback.server.edge import Limits
 
 log = logging.getLogger("voicefallback.serve")
 
@@ -76,42 +83,109 @@ class JsonLines(logging.Formatter):
         )
 
 
-def configure_logging(json_lines: bool) -> None:
-    """One line per event on stderr (journald adds its own timestamps)."""
+class LogSecrets:
+    """What no log line may show: the bearer token and the configured keys (read again after
+    a reload adds a provider), besides what redact() finds by shape."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+        self.router: AsyncSessionRouter | None = None
+        self._seen: tuple[object, list[str]] = (None, [token or ""])
+
+    def values(self) -> list[str]:
+        registry = self.router.registry if self.router is not None else None
+        if registry is not self._seen[0]:
+            assert registry is not None
+            names = (p.api_key_env for p in registry.providers.values())
+            self._seen = (registry, [self.token or "", *secrets_from_env(names)])
+        return self._seen[1]
+
+
+class Redacting(logging.Filter):
+    """Every record on the way out, whoever logged it (uvicorn's access line with a client's
+    query string, a library's message, a traceback), with its secrets redacted."""
+
+    def __init__(self, secrets: LogSecrets) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + logging.Formatter().formatException(record.exc_info)
+        record.msg, record.args = redact(text, self.secrets.values()), None
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+# Loggers that print a provider request's URL and headers' worth of detail at INFO or DEBUG.
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "openai", "anthropic")
+
+
+def configure_logging(json_lines: bool, secrets: LogSecrets) -> None:
+    """One line per event on stderr (journald adds its own timestamps), redacted."""
     handler = logging.StreamHandler(sys.stderr)
     if json_lines:
         handler.setFormatter(JsonLines())
     else:
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(Redacting(secrets))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
-async def _serve(settings: ServeSettings, sock: socket.socket, mode: str | None) -> None:
+def url_of(host: str, port: int) -> str:
+    """http://HOST:PORT, an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def _serve(
+    settings: ServeSettings,
+    sock: socket.socket,
+    mode: str | None,
+    secrets: LogSecrets,
+    limits: Limits,
+) -> None:
     import uvicorn
 
     from voicefallback.router import AsyncSessionRouter
+    from voicefallback.server.edge import protocol_class
 
     async with AsyncSessionRouter(config=settings.config, db=settings.db, mode=mode) as router:
+        secrets.router = router
         app = create_app(router, settings)
         config = uvicorn.Config(
             app,
             log_config=None,  # our handler, our format
+            http=protocol_class(limits),
             timeout_graceful_shutdown=GRACE_S,
             server_header=False,
             proxy_headers=False,
         )
         host, port = sock.getsockname()[:2]
         log.info(
-            "serving http://%s:%d (%s mode, %d models, state %s)",
-            host,
-            port,
+            "serving %s (%s mode, %d models, state %s; %s, up to %d connections)",
+            url_of(host, port),
             router.mode,
             len(router.registry.models),
             display_location(settings.db),  # a URL's password stays out of the log
+            type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop or asyncio
+            limits.max_connections,
         )
         await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (the serve extra brings it): a request costs less
+    CPU; else asyncio's own (None)."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def run(
@@ -119,8 +193,13 @@ def run(
 ) -> None:
     """Serve until a signal; uvicorn drains, then re-raises the signal it caught, which the
     caller treats as a clean stop."""
-    configure_logging(json_logs)
+    from voicefallback.server.edge import limits_for
+
+    secrets = LogSecrets(settings.token)
+    configure_logging(json_logs, secrets)
+    limits = limits_for(settings.read_timeout_s)
     try:
-        asyncio.run(_serve(settings, sock, mode))
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_serve(settings, sock, mode, secrets, limits))
     finally:
         sock.close()
