@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.live_probe_ttft import start_fake  # noqa: E402
-from tests.conftest_frameworks import registry_text  # noqa: E402
 from tests.fake_provider import KEY_ENV, KEYS, KINDS  # noqa: E402
+from tests.frameworks import registry_text  # noqa: E402
 
 FALLBACK_TTFT_MS = 100
 MARGIN_MS = 50

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from livekit.agents import APIError, llm
 
-from tests.conftest_frameworks import Fleet
+from tests.frameworks import TURN_PROMPT, Fleet
 from voicefallback.livekit import HealthAwareLLM, TurnServed
 from voicefallback.router import AsyncSessionRouter
 
@@ -34,7 +34,7 @@ class Turn:
 async def turn(model: HealthAwareLLM, tools: list[Any] | None = None) -> Turn:
     """One turn as AgentSession runs it: what the framework received."""
     ctx = llm.ChatContext.empty()
-    ctx.add_message(role="user", content="Hello?")
+    ctx.add_message(role="user", content=TURN_PROMPT)
     got = Turn()
     stream = model.chat(chat_ctx=ctx, tools=tools)
     try:
@@ -164,7 +164,7 @@ def test_tool_calls_pass_through(fleet, kind):
     got = asyncio.run(run())
     [call] = got.tool_calls
     assert (call.name, call.arguments) == ("lookup_weather", '{"city": "Paris"}')
-    [request] = fleet.fake.received("tool-call")
+    [request] = [r for r in fleet.fake.received("tool-call") if "tools" in r.body]
     assert "lookup_weather" in str(request.body["tools"])
     assert fleet.rows() == [(model_id, "session", True, None)]
 
@@ -209,7 +209,7 @@ def test_a_state_that_cannot_be_written_never_fails_a_turn(fleet):
 
 def test_a_missing_key_is_recorded_and_the_next_model_answers(fleet, monkeypatch):
     monkeypatch.delenv("VF_TEST_OPENAI_KEY")
-    primary = "fake-openai:ok"
+    primary = "fake-openai:ttft-5"
     [got] = asyncio.run(session(fleet, [primary, OK]))
     assert got.served_by == OK
     assert fleet.rows() == [(primary, "session", False, "missing_key"), (OK, "session", True, None)]
