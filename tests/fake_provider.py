@@ -814,14 +814,14 @@ class BlockingAdapter:
         self.adapter = adapter
         self._loop = asyncio.Runner()
 
-    def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
-        return self._loop.run(self.adapter.probe(model, first_token_s=first_token_s))
+    def probe(self, model: Model) -> ProbeResult:
+        return self._loop.run(self.adapter.probe(model))
 
-    def open_session(
-        self, model: Model, request: Any, *, first_token_s: float | None = None
-    ) -> ProbeResult:
-        call = self.adapter.open_session(model, request, first_token_s=first_token_s)
-        return self._loop.run(call)
+    def open_session(self, model: Model, request: Any) -> ProbeResult:
+        """The opening call a start with this request body makes."""
+        from voicefallback.sessions import opening_call
+
+        return self._loop.run(self.adapter.open_session(model, opening_call(request)))
 
     def run(self, coro: Any) -> Any:
         return self._loop.run(coro)

@@ -25,37 +25,35 @@ def count(db: Path, table: str) -> int:
         return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
 
-def test_unknown_candidates_are_probed_just_in_time_all_at_once(cli, db_file):
-    """Nothing is known healthy, so every candidate the choice may need is probed at once
-    (in stub mode all answer at once and all are recorded), then the primary is opened."""
+def test_an_unknown_primary_s_opening_call_is_its_probe(cli, db_file):
+    """Nothing is known: the primary's opening call is made at once, and decides. No other
+    model is called, since none was needed."""
     result = cli("start", "--simulation-id", "s", "--primary", "openai:gpt-4o", "--json")
     assert result.exit_code == 0 and result.json["chosen"] == "openai:gpt-4o"
     with sqlite3.connect(db_file) as conn:
         calls = conn.execute("SELECT model, kind FROM probes ORDER BY id").fetchall()
-    assert calls == [
-        ("openai:gpt-4o", "probe"),
-        ("openai:gpt-4o-mini", "probe"),
-        (SONNET, "probe"),
-        ("anthropic:claude-3-5-haiku-latest", "probe"),
-        ("openai:gpt-4o", "start"),
-    ]
+    assert calls == [("openai:gpt-4o", "start")]
     # Fresh evidence is reused: a second start makes only the opening call.
     cli("start", "--simulation-id", "s2", "--primary", "openai:gpt-4o")
-    assert count(db_file, "probes") == 6
+    assert count(db_file, "probes") == 2
 
 
-def test_nothing_behind_a_known_healthy_candidate_is_probed(cli, db_file):
+def test_nothing_behind_a_known_healthy_candidate_is_called(cli, db_file):
     cli("probe", "openai:gpt-4o-mini")
     result = cli("start", "--simulation-id", "s", "--primary", SONNET, "--json")
     assert result.json["chosen"] == "openai:gpt-4o-mini"
     with sqlite3.connect(db_file) as conn:
         calls = conn.execute("SELECT model, kind FROM probes ORDER BY id").fetchall()
-    # The primary (unknown) is probed; the models behind gpt-4o-mini are not.
+    # The primary (unknown) is tried; the models behind gpt-4o-mini are not.
     assert calls == [
         ("openai:gpt-4o-mini", "probe"),
-        (SONNET, "probe"),
+        (SONNET, "start"),
         ("openai:gpt-4o-mini", "start"),
     ]
+    # Every candidate judged is in the document, those behind the chosen one included.
+    assert [c["model"] for c in result.json["candidates"]] == [
+        SONNET, "openai:gpt-4o", "anthropic:claude-3-5-haiku-latest",
+    ]  # fmt: skip
 
 
 def test_a_just_in_time_probe_that_succeeded_is_not_stale_however_short_stale_after_is(cli):

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from voicefallback.providers import classify, live
+from voicefallback.providers import classify
 from voicefallback.records import ERROR_KINDS
 
 
@@ -71,11 +71,3 @@ def test_messages_are_one_redacted_bounded_line() -> None:
     line = classify.one_line(text, (secret,))
     assert "\n" not in line and secret not in line and "[REDACTED]" in line
     assert len(line) <= classify.MESSAGE_LIMIT
-
-
-def test_opening_prompt_keeps_request_keys_but_not_routing() -> None:
-    prompt = live.opening_prompt(
-        {"simulationId": "sim-9", "primary": "p:m", "fallbacks": ["q:n"], "persona": "strict"}
-    )
-    assert "sim-9" in prompt and "strict" in prompt
-    assert "p:m" not in prompt and "q:n" not in prompt

@@ -23,11 +23,13 @@ from tests.fake_provider import (
     model_for,
     provider_for,
 )
+from voicefallback.attempts import Attempt
 from voicefallback.config import Model, Provider
 from voicefallback.providers import Adapters
 from voicefallback.providers.anthropic import AnthropicAdapter
 from voicefallback.providers.openai import OpenAIAdapter
 from voicefallback.records import ERROR_KINDS, ProbeResult, utcnow
+from voicefallback.sessions import opening_call
 
 pytest_plugins = ["tests.conftest_live"]
 both = pytest.mark.parametrize("kind", KINDS)
@@ -342,7 +344,8 @@ def test_a_closed_adapter_reports_instead_of_raising(
         await adapter.prepare()
         await adapter.aclose()
         await adapter.aclose()  # twice is fine
-        return await adapter.probe(model_for(provider, "ok"))
+        model = model_for(provider, "ok")
+        return await adapter.probe(model, Attempt(model, "probe"))
 
     result = asyncio.run(closed_then_called())
     assert not result.ok and result.error in ERROR_KINDS
@@ -436,11 +439,15 @@ def test_failed_opening_call_is_reported_not_raised(live: Rig, kind: str) -> Non
 
 
 @both
-def test_opening_call_without_any_text_is_a_failure(live: Rig, kind: str) -> None:
-    # Dead air: a reasoning model that spent its tokens thinking has nothing to say.
+def test_opening_call_without_any_text_is_judged_like_a_probe(live: Rig, kind: str) -> None:
+    """A reasoning model that spent its tokens thinking answered, properly ended: a success
+    judged on its total time (no first token), as the same answer to a probe is."""
     result = live.adapters[kind].open_session(live.model(kind, "think-only"), REQUEST)
+    probe, _ = live.probe(kind, "think-only")
 
-    assert (result.ok, result.error, result.kind) == (False, "bad_response", "start")
+    assert (result.ok, result.error, result.kind, result.ttft_ms) == (True, None, "start", None)
+    assert result.latency_ms is not None and not result.text
+    assert (probe.ok, probe.ttft_ms) == (True, None)
 
 
 @both
@@ -517,7 +524,8 @@ def test_sdk_client_is_built_off_the_event_loop_and_works_on_it(
     async def first_use() -> tuple[int, ProbeResult]:
         adapter = Watched(provider)
         try:
-            return threading.get_ident(), await adapter.probe(model_for(provider, "ok"))
+            model = model_for(provider, "ok")
+            return threading.get_ident(), await adapter.probe(model, Attempt(model, "probe"))
         finally:
             await adapter.aclose()
 
@@ -546,14 +554,12 @@ def test_concurrent_calls_start_in_turns_so_the_loop_runs_between_them(
         async def prepare(self) -> None:
             pass
 
-        async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
+        async def probe(self, model: Model, attempt: Any) -> ProbeResult:
             started_in_pass.append(passes)
             await asyncio.sleep(0.01)
             return ProbeResult(model.id, True, utcnow(), 10, 10)
 
-        async def open_session(
-            self, model: Model, request: Any, *, first_token_s: float | None = None
-        ) -> ProbeResult:
+        async def open_session(self, model: Model, opening: Any, attempt: Any) -> ProbeResult:
             started_in_pass.append(passes)
             await asyncio.sleep(0.01)
             return ProbeResult(model.id, True, utcnow(), 10, 10, kind="start", text="Hi")
@@ -578,7 +584,7 @@ def test_concurrent_calls_start_in_turns_so_the_loop_runs_between_them(
         counter = asyncio.ensure_future(count_passes())
         async with Adapters("live") as adapters:
             calls = [adapters.probe(m) for m in models[:25]]
-            calls += [adapters.open_session(m, REQUEST) for m in models[25:]]
+            calls += [adapters.open_session(m, opening_call(REQUEST)) for m in models[25:]]
             results = list(await asyncio.gather(*calls))
         done = True
         await counter

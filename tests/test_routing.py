@@ -59,7 +59,7 @@ def history(db: Path) -> list[tuple[str, str, str | None]]:
     return [(model.removeprefix("fake:"), kind, error) for model, kind, error in rows]
 
 
-def test_hanging_stale_candidates_are_abandoned_at_their_budget_all_at_once(
+def test_hanging_unknown_candidates_are_hedged_at_their_budget_and_cut_when_one_answers(
     cli, fake_registry, fake_provider, db_file
 ):
     registry(fake_registry, fake_provider, "hang+a", "hang+b", "ttft-50")
@@ -67,45 +67,101 @@ def test_hanging_stale_candidates_are_abandoned_at_their_budget_all_at_once(
 
     assert result.exit_code == 0, result.stderr
     assert result.json["chosen"] == "fake:ttft-50" and result.json["reason"] == "primary_unhealthy"
-    # The three were probed at once: each hanging one cut at its budget, not waited out.
-    assert sorted(history(db_file)[:3]) == [
-        ("hang+a", "probe", "over_budget"),
-        ("hang+b", "probe", "over_budget"),
-        ("ttft-50", "probe", None),
+    # Each candidate's opening call is its probe: one call each. Each hanging one got its
+    # budget before the next was started beside it, and was cut when ttft-50 answered.
+    assert history(db_file) == [
+        ("hang+a", "start", "over_budget"),
+        ("hang+b", "start", "over_budget"),
+        ("ttft-50", "start", None),
     ]
-    assert history(db_file)[3] == ("ttft-50", "start", None)
+    assert [r.model for r in fake_provider.received()] == ["hang+a", "hang+b", "ttft-50"]
     events = cli("fallbacks", "--json").json["events"]
     assert [(c["model"], c["error"]) for c in events[0]["candidates"]] == [
         ("fake:hang+a", "over_budget"),
         ("fake:hang+b", "over_budget"),
     ]
-    # An abandoned probe is a transient failure, never a success and never misconfigured.
+    # A model cut past its budget is a transient failure, never a success nor misconfigured.
     health = {m["model"]: m for m in cli("health", "--json").json["models"]}
     assert health["fake:hang+a"]["status"] == "unhealthy"
     assert health["fake:hang+a"]["lastError"] == "over_budget"
 
 
-def test_the_last_candidate_that_could_serve_is_not_cut_at_its_budget(
-    cli, fake_registry, fake_provider, db_file
-):
-    """A late answer beats no answer: the slow model is the last hope, so it gets timeout_s."""
-    registry(fake_registry, fake_provider, "hang+a", "ttft-600")
+def test_a_slow_never_probed_fallback_costs_one_call(cli, fake_registry, fake_provider, db_file):
+    """Its opening call is the probe: the session waits for its first token once, not twice."""
+    registry(fake_registry, fake_provider, "status-401", "ttft-600")
     result = cli(
-        "start", "--simulation-id", "s", "--primary", "fake:hang+a", "--fallback", "fake:ttft-600",
-        "--json",
+        "start", "--simulation-id", "s", "--primary", "fake:status-401",
+        "--fallback", "fake:ttft-600", "--json",
     )  # fmt: skip
 
     assert result.exit_code == 0, result.stderr
     assert result.json["chosen"] == "fake:ttft-600"
     assert result.json["agent"]["ttftMs"] >= 600
+    assert [r.model for r in fake_provider.received()] == ["status-401", "ttft-600"]
+    assert history(db_file) == [("status-401", "start", "auth"), ("ttft-600", "start", None)]
+
+
+def test_a_slow_primary_keeps_its_call_once_its_only_fallback_is_known_dead(
+    cli, fake_registry, fake_provider, db_file
+):
+    """The 503 is known long before the primary's budget: from then on the primary is the last
+    candidate that could serve, so it is not cut at its budget and the session starts."""
+    registry(fake_registry, fake_provider, "ttft-600", "status-503")
+    result = cli(
+        "start", "--simulation-id", "s", "--primary", "fake:ttft-600",
+        "--fallback", "fake:status-503", "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-600" and result.json["usedFallback"] is False
+    assert result.json["agent"]["ttftMs"] >= 600
     assert sorted(history(db_file)) == [
-        ("hang+a", "probe", "over_budget"),
-        ("ttft-600", "probe", None),
+        ("status-503", "start", "overloaded"),
         ("ttft-600", "start", None),
+    ]
+    # Judged slow on that answer, but not failed: the next start may still use it.
+    health = {m["model"]: m["status"] for m in cli("health", "--json").json["models"]}
+    assert health["fake:ttft-600"] == "slow"
+
+
+def test_the_late_answer_of_a_hedged_primary_beats_a_slower_fallback(
+    cli, fake_registry, fake_provider, db_file
+):
+    """Hedged, not abandoned: the primary keeps going beside the fallback, and its first token
+    (just past the budget) arrives before the fallback's."""
+    registry(fake_registry, fake_provider, "ttft-450", "ttft-900")
+    for model in ("fake:ttft-450", "fake:ttft-900"):
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    result = cli("start", "--simulation-id", "s", "--primary", "fake:ttft-450", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-450" and result.json["reason"] is None
+    assert [r.model for r in fake_provider.received()] == ["ttft-450", "ttft-900"]
+    # The fallback was cut before its own budget passed: no evidence against it.
+    assert history(db_file)[2:] == [("ttft-450", "start", None)]
+    # Every candidate judged is listed, the one behind the chosen one included.
+    assert [c["model"] for c in result.json["candidates"]] == ["fake:ttft-900"]
+
+
+def test_a_stream_that_stalls_mid_answer_is_given_up_on_after_the_budget(
+    cli, fake_registry, fake_provider, db_file
+):
+    """Not after timeout_s (10 s here): another candidate could still serve."""
+    registry(fake_registry, fake_provider, "stall-mid-stream", "ttft-50")
+    for model in ("fake:stall-mid-stream", "fake:ttft-50"):
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    result = cli("start", "--simulation-id", "s", "--primary", "fake:stall-mid-stream", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-50"
+    assert result.json["reason"] == "primary_failed_at_start"
+    assert history(db_file)[2:] == [
+        ("stall-mid-stream", "start", "stalled"),
+        ("ttft-50", "start", None),
     ]
 
 
-def test_an_opening_call_with_no_first_token_in_budget_moves_to_the_next_candidate(
+def test_an_opening_call_with_no_first_token_in_budget_is_hedged_by_the_next_candidate(
     cli, fake_registry, fake_provider, db_file
 ):
     """Both are known healthy from real sessions; the primary's opening call is too slow."""
@@ -117,9 +173,9 @@ def test_an_opening_call_with_no_first_token_in_budget_moves_to_the_next_candida
     assert result.exit_code == 0, result.stderr
     assert result.json["chosen"] == "fake:ttft-50"
     assert result.json["reason"] == "primary_failed_at_start"
-    assert history(db_file)[2:] == [
-        ("ttft-900", "start", "over_budget"),
+    assert sorted(history(db_file)[2:]) == [
         ("ttft-50", "start", None),
+        ("ttft-900", "start", "over_budget"),
     ]
     event = cli("fallbacks", "--json").json["events"][0]
     assert event["candidates"] == [

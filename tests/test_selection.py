@@ -5,12 +5,11 @@ from __future__ import annotations
 from voicefallback.records import Candidate
 from voicefallback.selection import (
     Choice,
+    attempt_order,
     candidate_order,
-    could_still_serve,
     fallback_reason,
     passed_over,
-    pick,
-    to_probe,
+    turn_order,
 )
 
 
@@ -29,41 +28,28 @@ def test_caller_order_is_honoured_and_duplicates_dropped():
     )
 
 
-def test_first_healthy_wins_over_an_earlier_slow_one():
+def test_start_tries_healthy_and_unjudged_candidates_in_order_then_slow_ones():
+    v = verdicts(p="unhealthy", x="slow", y="healthy", u="unknown", s="stale", z="slow")
+    assert attempt_order(list(v), v) == ["y", "u", "s", "x", "z"]
+
+
+def test_start_never_tries_an_unhealthy_or_misconfigured_candidate():
+    v = verdicts(p="unhealthy", y="misconfigured")
+    assert attempt_order(list(v), v) == []
+
+
+def test_what_the_event_says_was_passed_over():
     v = verdicts(p="unhealthy", x="slow", y="healthy", z="healthy")
-    assert pick(list(v), v, set()) == "y"
     assert passed_over(list(v), v, "y", healthy=True) == [v["p"], v["x"]]
-
-
-def test_slow_only_when_nothing_is_healthy():
     v = verdicts(p="unhealthy", x="slow", y="misconfigured", z="slow")
-    assert pick(list(v), v, set()) == "x"
     assert {c.model for c in passed_over(list(v), v, "x", healthy=False)} == {"p", "y", "z"}
 
 
-def test_a_candidate_that_failed_during_this_start_is_not_picked_again():
-    v = verdicts(p="healthy", x="healthy")
-    assert pick(list(v), v, {"p"}) == "x"
-    assert pick(list(v), v, {"p", "x"}) is None
-
-
-def test_only_stale_or_unknown_candidates_ahead_of_the_first_healthy_are_probed():
-    v = verdicts(p="stale", x="unhealthy", y="unknown", z="healthy", w="stale")
-    assert to_probe(list(v), v, set()) == ["p", "y"]
-    # Nothing healthy: every candidate the choice may need, to the end.
-    v = verdicts(p="stale", x="slow", y="unknown")
-    assert to_probe(list(v), v, set()) == ["p", "y"]
-    # A healthy candidate that failed at start no longer stops the look-ahead.
-    v = verdicts(p="healthy", x="stale")
-    assert to_probe(list(v), v, {"p"}) == ["x"]
-
-
-def test_a_candidate_may_be_cut_at_its_budget_only_while_another_could_serve():
-    v = verdicts(p="healthy", x="unhealthy", y="misconfigured")
-    assert not could_still_serve(list(v), v, set(), besides="p")
-    v = verdicts(p="healthy", x="unhealthy", y="stale")
-    assert could_still_serve(list(v), v, set(), besides="p")
-    assert not could_still_serve(list(v), v, {"y"}, besides="p")
+def test_a_turn_tries_healthy_then_slow_then_unchecked_and_the_broken_last():
+    statuses = {"a": "unhealthy", "b": "slow", "c": "healthy", "d": "unknown", "e": "healthy"}
+    assert turn_order(list(statuses), statuses) == ["c", "e", "b", "d", "a"]  # type: ignore[arg-type]
+    # A model with no evidence at all counts as never checked.
+    assert turn_order(["x", "c"], {"c": "misconfigured"}) == ["x", "c"]
 
 
 def test_reasons():

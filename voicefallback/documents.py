@@ -182,11 +182,12 @@ def start_json(outcome: StartOutcome) -> dict[str, Any]:
         "fallbackSource": outcome.fallback_source,
         "reason": outcome.reason,
     }
-    if outcome.degraded:  # only then: otherwise the document is exactly SPEC's
+    if outcome.degraded:  # only then
         document["degraded"] = True
+    # Every candidate the choice judged but the chosen one, those behind it included.
+    document["candidates"] = [c.as_json() for c in outcome.candidates]
     if outcome.chosen is None:
         document["error"] = outcome.error
-        document["candidates"] = [c.as_json() for c in outcome.candidates]
         document["agent"] = None
         return document
     agent = outcome.agent

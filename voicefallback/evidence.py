@@ -8,7 +8,7 @@ from datetime import datetime
 from voicefallback.config import Registry
 from voicefallback.errors import InputError
 from voicefallback.health import apply_probe, status_of
-from voicefallback.records import ERROR_KINDS, ErrorKind, ProbeResult, Status, error_kind
+from voicefallback.records import ERROR_KINDS, ErrorKind, Mode, ProbeResult, Status, error_kind
 from voicefallback.sessions import InputNames, check_simulation_id
 from voicefallback.store import Store
 
@@ -33,8 +33,12 @@ def session_result(
     simulation_id: str | None,
     now: datetime,
     names: InputNames,
+    mode: Mode,
 ) -> ProbeResult:
-    """The report as one call of kind "session"; InputError (exit 2) names what is wrong."""
+    """The report as one call of kind "session"; InputError (exit 2) names what is wrong.
+
+    It is evidence in the mode it was made in (a worker in stub mode reports stub sessions):
+    evidence of one mode never counts in the other."""
     registry.require(model_id, names.model)
     if ttft_ms is None and error is None:
         raise InputError(
@@ -69,6 +73,7 @@ def session_result(
         error=kind,
         message=f"{said}: reported {kind}" if kind else said,
         kind="session",
+        stub=mode == "stub",
     )
 
 

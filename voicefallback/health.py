@@ -6,11 +6,16 @@ from dataclasses import replace
 from datetime import datetime
 
 from voicefallback.config import Thresholds
-from voicefallback.records import MISCONFIG_KINDS, ProbeResult, Snapshot, Status
+from voicefallback.records import MISCONFIG_KINDS, Mode, ProbeResult, Snapshot, Status
 
 
 def apply_probe(previous: Snapshot | None, result: ProbeResult, limits: Thresholds) -> Snapshot:
-    """The snapshot after one more call: counters, hysteresis and the figures to judge on."""
+    """The snapshot after one more call: counters, hysteresis and the figures to judge on.
+
+    Evidence of the other mode (a stub call after live ones, or the reverse) never counts:
+    the call starts the snapshot afresh."""
+    if previous is not None and previous.stub != result.stub:
+        previous = None
     if result.ok:
         failures, successes = 0, (previous.consecutive_successes if previous else 0) + 1
     else:
@@ -75,13 +80,23 @@ def verdict_figure(ttft_ms: int | None, latency_ms: int | None) -> int | None:
     return ttft_ms if ttft_ms is not None else latency_ms
 
 
-def status_of(snapshot: Snapshot | None, limits: Thresholds, now: datetime) -> Status:
-    """SPEC "Health": unknown, stale, or the verdict of the latest evidence."""
-    if snapshot is None:
+def status_of(
+    snapshot: Snapshot | None, limits: Thresholds, now: datetime, mode: Mode | None = None
+) -> Status:
+    """README "Health": unknown, stale, or the verdict of the latest evidence.
+
+    In `mode`, a snapshot of the other mode (stub evidence in live mode, or the reverse) is no
+    evidence: it reads as unknown."""
+    if snapshot is None or not counts_in(snapshot, mode):
         return "unknown"
     if (now - snapshot.last_checked_at).total_seconds() > limits.stale_after_s:
         return "stale"
     return judge(snapshot, limits)
+
+
+def counts_in(snapshot: Snapshot, mode: Mode | None) -> bool:
+    """Whether `snapshot` is evidence in `mode` (None: in any mode)."""
+    return mode is None or snapshot.stub == (mode == "stub")
 
 
 def needs_probe(status: str) -> bool:

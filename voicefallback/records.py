@@ -91,6 +91,17 @@ class ProbeResult:
 
 
 @dataclass(frozen=True)
+class Opening:
+    """What a session's opening call sends (built from the start request by `sessions`):
+    the system prompt, the user turn, a token limit, and the line stub mode answers with."""
+
+    system: str | None
+    prompt: str
+    max_tokens: int
+    stub_text: str
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """The latest health facts about one model, updated by every probe."""
 

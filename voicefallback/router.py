@@ -9,14 +9,18 @@ store/worker.py). `SessionRouter` is its synchronous twin.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from voicefallback.attempts import Contender, Race
 from voicefallback.config import (
     DEFAULT_CONCURRENCY,
+    Model,
     Registry,
+    Thresholds,
     config_path,
     db_path,
     load_registry,
@@ -24,11 +28,10 @@ from voicefallback.config import (
 )
 from voicefallback.errors import InputError
 from voicefallback.evidence import SessionReport, record_session, session_result
-from voicefallback.health import apply_probe
-from voicefallback.probing import ProbedModel, run_probes
+from voicefallback.health import apply_probe, judge, status_of
+from voicefallback.probing import ProbedModel, probe_round
 from voicefallback.providers import Adapters
-from voicefallback.records import utcnow
-from voicefallback.retention import prune_after_probe
+from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, Status, utcnow
 from voicefallback.routing import SharedProbes, route_session
 from voicefallback.sessions import (
     PYTHON_NAMES,
@@ -37,7 +40,11 @@ from voicefallback.sessions import (
     check_body,
     validate_request,
 )
+from voicefallback.store import Store
 from voicefallback.store.worker import StoreWorker
+
+log = logging.getLogger("voicefallback")
+T = TypeVar("T")
 
 
 class AsyncSessionRouter:
@@ -50,6 +57,10 @@ class AsyncSessionRouter:
 
     Paths and mode resolve as on the command line (argument, then environment, then
     default). Concurrent `choose` calls that find the same stale model share one probe.
+    The router holds each model's latest snapshot in memory (`statuses`): read with every
+    choice, refreshed in the background while a voice-framework binding asks for it, updated
+    at once by this process's own calls, and what a choice decides from when the state is out
+    of reach (its age counts as usual).
     """
 
     def __init__(
@@ -64,12 +75,13 @@ class AsyncSessionRouter:
         self.mode = resolve_mode(mode, self.registry, "mode")
         self.db = db_path(db or None)
         self._concurrency = concurrency
-        self._state = StoreWorker(
+        self._worker = StoreWorker(
             self.db, threaded=True, connect_timeout_s=self.registry.connect_timeout_s
         )
+        self._state = _HeldState(self)
         self._adapters = Adapters(self.mode, self.registry.key_env_names(), concurrency)
-        self._retired: list[Adapters] = []
-        self._shared = SharedProbes()
+        self._shared = SharedProbes(lambda result: self.record_soon([result]))
+        self._refresher: asyncio.Task[None] | None = None
 
     async def choose(
         self,
@@ -84,9 +96,9 @@ class AsyncSessionRouter:
         """Pick the model a session should start on and record why, like `start`.
 
         By default no opening call is made: the worker calls `outcome.chosen` itself (the
-        decision still probes stale candidates, within their first-token budgets). With
-        `opening_call=True` this is exactly `voicefallback start`. Bad input raises
-        `InputError` before anything is called or written.
+        decision still probes stale candidates, within their first-token budgets, and decides
+        on the first content token). With `opening_call=True` this is exactly `voicefallback
+        start`. Bad input raises `InputError` before anything is called or written.
         """
         if isinstance(fallbacks, str):  # a str is a Sequence[str] too: one id per character
             raise InputError("fallbacks: a list of model ids, not one string")
@@ -116,7 +128,7 @@ class AsyncSessionRouter:
         simulation_id: str | None = None,
     ) -> SessionReport:
         """A real session's turn as evidence: its first-token time, or its error kind
-        (SPEC's kinds, `over_budget` or `stalled`). Returns the model's status after it."""
+        (the README's kinds, `over_budget` or `stalled`). Returns the model's status after it."""
         registry = self.registry
         result = session_result(
             registry,
@@ -127,10 +139,48 @@ class AsyncSessionRouter:
             simulation_id=simulation_id,
             now=utcnow(),
             names=PYTHON_NAMES,
+            mode=self.mode,
         )
-        return await self._state.run(
+        self._state.remember([result])
+        return await self._state.write(
             lambda store: record_session(store, registry, result), abandon=True
         )
+
+    def statuses(self, model_ids: Sequence[str]) -> dict[str, Status]:
+        """Each model's status from the evidence held in memory: no state read, no call.
+
+        A stale model counts by its last evidence, and is probed again in the background;
+        the view is refreshed from the state (other processes and hosts) about once a second
+        while someone asks.
+        """
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+        now = utcnow()
+        found: dict[str, Status] = {}
+        for model_id in model_ids:
+            model = self.registry.require(model_id, "model_ids")
+            snapshot = self._state.held.get(model_id)
+            status = status_of(snapshot, model.thresholds, now, self.mode)
+            if status == "stale":
+                assert snapshot is not None
+                self._probe_soon(model)
+                status = judge(snapshot, model.thresholds)
+            elif status == "unknown":
+                self._probe_soon(model)
+            found[model_id] = status
+        return found
+
+    def record_soon(self, results: Sequence[ProbeResult]) -> None:
+        """Record calls in the background: the view takes them at once, the state as soon as
+        it can. Never raises and never waits (a state that is down or busy included)."""
+        self._state.record_soon(results)
+
+    async def warm(self, model_ids: Sequence[str] | None = None) -> None:
+        """Import the SDKs and build the clients of these models (default: all) now, off the
+        loop, so that no session pays for them. Entering the router warms every model."""
+        registry = self.registry
+        models = [registry.require(m, "model_ids") for m in model_ids] if model_ids else None
+        await self._adapters.prepare(models if models is not None else registry.models)
 
     async def probe(
         self, models: Sequence[str] | None = None, *, lock_wait_s: float = 0.0
@@ -144,42 +194,163 @@ class AsyncSessionRouter:
             if models
             else list(registry.models)
         )
-        limits = {m.id: m.thresholds for m in selected}
-        lock: AbstractContextManager[None] = await self._state.run(
-            lambda store: _entered(store.probe_lock(lock_wait_s))
+        probed = await probe_round(
+            registry,
+            selected,
+            self._adapters,
+            self._state.write,
+            lock_wait_s=lock_wait_s,
+            on_result=lambda result: self._state.remember([result]),
         )
-        try:
-            before = await self._state.run(lambda s: s.snapshots(m.id for m in selected))
-            results = await run_probes(selected, self._adapters)
-
-            def record(store: Any) -> list[Any]:
-                recorded = store.record(results, limits, update=apply_probe)
-                prune_after_probe(store, registry)
-                return list(recorded)
-
-            recorded = await self._state.run(record)
-        finally:
-            await self._state.run(lambda _: lock.__exit__(None, None, None))
-        return [ProbedModel(r, before.get(r.model), after) for r, after in recorded]
+        return probed
 
     def reload(self, registry: Registry) -> None:
         """Use a newly loaded registry from now on (`serve` reloads models.toml this way).
-        Calls in flight finish on the clients they started with."""
-        self._retired.append(self._adapters)
+        Calls in flight finish on the clients they started with, which are then closed."""
+        self._adapters.retire()
         self.registry = registry
         self._adapters = Adapters(self.mode, registry.key_env_names(), self._concurrency)
 
     async def aclose(self) -> None:
-        for adapters in (*self._retired, self._adapters):
-            await adapters.aclose()
-        self._retired.clear()
-        await self._state.aclose()
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self._state.drain()
+        await self._adapters.aclose()
+        await self._worker.aclose()
 
     async def __aenter__(self) -> AsyncSessionRouter:
+        await self.warm()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    # -- the view ------------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        """Keep the view up to date with the state, about once a second."""
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            with contextlib.suppress(Exception):  # an unreadable state keeps the last view
+                await self._state.snapshots([m.id for m in self.registry.models])
+
+    def _probe_soon(self, model: Model) -> None:
+        """A background probe of a model with no fresh evidence (one at a time per model)."""
+        if model.id in self._state.probing:
+            return
+        self._state.probing.add(model.id)
+        run = self._shared.runner(self._adapters, model)
+
+        async def probe() -> None:
+            try:
+                race = Race([Contender(model, run)], kind="probe", stub=self.mode == "stub")
+                await race.run()
+                await race.settle()
+            finally:
+                self._state.probing.discard(model.id)
+
+        self._state.spawn(probe())
+
+
+REFRESH_S = 1.0  # how old the view of the state may grow while a binding asks for it
+
+
+class _HeldState:
+    """The router's state as a choice sees it: the snapshots last seen (read from the state,
+    with this process's own calls applied at once), and one queue of writes, written in the
+    order they were made (a background probe's row before the report that follows it)."""
+
+    def __init__(self, router: AsyncSessionRouter) -> None:
+        self._router = router
+        self.held: dict[str, Snapshot] = {}
+        self.probing: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writes: list[_Write] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def _limits(self) -> dict[str, Thresholds]:
+        return {m.id: m.thresholds for m in self._router.registry.models}
+
+    async def snapshots(self, model_ids: Sequence[str]) -> tuple[dict[str, Snapshot], str | None]:
+        found, degraded = await self._router._worker.run_session(lambda s: s.snapshots(model_ids))
+        if degraded:  # out of reach: what was last seen, its age counting as usual
+            return {m: self.held[m] for m in model_ids if m in self.held}, degraded
+        self.held.update(found)
+        return found, None
+
+    def remember(self, calls: Sequence[ProbeResult]) -> None:
+        limits = self._limits()
+        for call in calls:
+            if call.model in limits:
+                previous = self.held.get(call.model)
+                self.held[call.model] = apply_probe(previous, call, limits[call.model])
+
+    async def record(self, calls: Sequence[ProbeResult], event: FallbackEvent | None) -> str | None:
+        self.remember(calls)
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._queue(_Write(list(calls), event, done))
+        return await done
+
+    def record_soon(self, calls: Sequence[ProbeResult]) -> None:
+        self.remember(calls)
+        self._queue(_Write(list(calls), None, None))
+
+    async def write(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
+        """Other store work, after the writes queued before it."""
+        await self.flush()
+        return await self._router._worker.run(work, abandon=abandon)
+
+    def _queue(self, write: _Write) -> None:
+        self._writes.append(write)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_all())
+
+    async def _write_all(self) -> None:
+        while self._writes:
+            write = self._writes.pop(0)
+            limits = self._limits()
+            try:
+                _, lost = await self._router._worker.run_session(
+                    lambda s, w=write, limits=limits: s.record(
+                        w.calls, limits, w.event, update=apply_probe
+                    )
+                )
+            except Exception as exc:  # never fails a session: the line says what was lost
+                lost = f"not recorded: {exc}"
+            if write.done is not None and not write.done.done():
+                write.done.set_result(lost)
+            elif lost:
+                log.warning("%d call(s) not recorded: %s", len(write.calls), lost)
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is written (or given up on)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Let background probes end (bounded by their own limits), then the writes."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+        await self.flush()
+
+
+class _Write:
+    def __init__(
+        self,
+        calls: list[ProbeResult],
+        event: FallbackEvent | None,
+        done: asyncio.Future[str | None] | None,
+    ) -> None:
+        self.calls = calls
+        self.event = event
+        self.done = done
 
 
 class SessionRouter:
@@ -256,8 +427,3 @@ class SessionRouter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _entered(lock: AbstractContextManager[None]) -> AbstractContextManager[None]:
-    lock.__enter__()
-    return lock

@@ -1,56 +1,145 @@
-"""`start`'s decision within first-token budgets: judge, probe just in time, open, record why.
+"""`start`'s decision: judge the candidates, race them by the attempt rules, record why.
 
-The decision that prevents dead air must not cause it. Stale or unknown candidates ahead of
-the first healthy one are probed at once, each abandoned at its model's `ttft_budget_ms`
-(`over_budget`); so is the opening call while another candidate could still serve. The last
-candidate that could serve keeps `timeout_s`: a late answer beats no answer.
+The decision that prevents dead air must not cause it (README "Choosing a model"). Candidates
+are tried in `attempt_order` as a `Race` (attempts.py): healthy ones need no probe; stale or
+unknown ones are called just in time, and with an opening call to make, that call is the probe.
+The first content token within the rules decides; every call made is recorded once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from voicefallback.config import Model, Registry, is_database_url
-from voicefallback.health import apply_probe, status_of
+from voicefallback.attempts import Attempt, Contender, Race, Runner
+from voicefallback.config import Model, Registry, Thresholds, is_database_url
+from voicefallback.health import apply_probe, counts_in, needs_probe, status_of
 from voicefallback.providers import Adapters
-from voicefallback.records import Candidate, FallbackEvent, Mode, ProbeResult, Snapshot, utcnow
+from voicefallback.records import (
+    Candidate,
+    FallbackEvent,
+    Mode,
+    ProbeResult,
+    Snapshot,
+    utcnow,
+)
 from voicefallback.selection import (
     Choice,
+    attempt_order,
     candidate_order,
-    could_still_serve,
     fallback_reason,
     passed_over,
-    pick,
-    to_probe,
 )
 from voicefallback.sessions import CLI_NAMES, StartOutcome, StartRequest, validate_request
 from voicefallback.store.worker import StoreWorker
 
 
+class SessionState(Protocol):
+    """What a start needs of the state. Neither method raises for a fault of the state: the
+    start goes on, and says it was degraded (one line, or None when all went well)."""
+
+    async def snapshots(self, model_ids: Sequence[str]) -> tuple[dict[str, Snapshot], str | None]:
+        """The latest snapshot of each model, as far as they can be read now."""
+        ...
+
+    async def record(self, calls: Sequence[ProbeResult], event: FallbackEvent | None) -> str | None:
+        """Write the calls and the event once; what was not recorded, and where it went."""
+        ...
+
+    def record_soon(self, calls: Sequence[ProbeResult]) -> None:
+        """Record calls that ended after the decision, in the background."""
+        ...
+
+
 class SharedProbes:
-    """Just-in-time probes in flight in one process, so concurrent starts that find the same
-    stale model wait for one probe instead of each sending their own. The start that sent it
-    records it; the others only use its result."""
+    """Just-in-time probes in flight in one process (a router, `serve`), so concurrent starts
+    that find the same stale model wait for one probe instead of each sending their own.
 
-    def __init__(self) -> None:
-        self._inflight: dict[tuple[str, float | None], asyncio.Task[ProbeResult]] = {}
+    Each start's race sees the probe through an attempt of its own. The probe itself is
+    recorded once, by `record`, when it ends, whichever start launched it and whether or not
+    any start still waits for it. It is cut only when every start that waited for it gave up
+    on it before its first content token.
+    """
 
-    async def probe(
-        self, adapters: Adapters, model: Model, first_token_s: float | None
-    ) -> tuple[ProbeResult, bool]:
-        key = (model.id, first_token_s)
-        task = self._inflight.get(key)
-        if task is not None:
-            return await asyncio.shield(task), False
-        task = asyncio.ensure_future(adapters.probe(model, first_token_s=first_token_s))
-        self._inflight[key] = task
-        task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        return await asyncio.shield(task), True
+    def __init__(self, record: Callable[[ProbeResult], None]) -> None:
+        self._record = record
+        self._inflight: dict[str, _SharedProbe] = {}
+
+    def runner(self, adapters: Adapters, model: Model) -> Runner:
+        async def follow(view: Attempt) -> ProbeResult:
+            view.recorded_elsewhere = True
+            probe = self._inflight.get(model.id) or self._launch(adapters, model)
+            probe.followers += 1
+            try:
+                async with view.deadline():
+                    await probe.heard.wait()
+                    if probe.attempt.first_content is not None:
+                        view.content()
+                        # Decided on its first content: the rest is the probe's own business.
+                        return view.success()
+                    result = await asyncio.shield(probe.task)
+                    return result
+            except TimeoutError:
+                return view.timed_out()
+            finally:
+                probe.followers -= 1
+                if probe.followers == 0 and probe.attempt.first_content is None:
+                    probe.attempt._give_up()  # no one waits for it any more
+
+        return follow
+
+    def _launch(self, adapters: Adapters, model: Model) -> _SharedProbe:
+        attempt = adapters.attempt(model, "probe")
+        probe = _SharedProbe(attempt)
+        attempt.on_first_content = probe.heard.set
+        self._inflight[model.id] = probe
+
+        async def run() -> ProbeResult:
+            try:
+                result = await adapters.probe(model, attempt)
+            finally:
+                probe.heard.set()
+                if self._inflight.get(model.id) is probe:
+                    del self._inflight[model.id]
+            if attempt.evidence:
+                self._record(result)  # at once: before anything its followers do next
+            return result
+
+        probe.task = asyncio.ensure_future(run())
+        return probe
+
+
+class _SharedProbe:
+    def __init__(self, attempt: Attempt) -> None:
+        self.attempt = attempt
+        self.heard = asyncio.Event()  # its first content arrived, or it ended
+        self.followers = 0
+        self.task: asyncio.Future[ProbeResult]
+
+
+class StoreWorkerState:
+    """A one-shot command's state for `route_session`: the store worker's session calls."""
+
+    def __init__(self, worker: StoreWorker, limits: dict[str, Thresholds]) -> None:
+        self._worker = worker
+        self._limits = limits
+
+    async def snapshots(self, model_ids: Sequence[str]) -> tuple[dict[str, Snapshot], str | None]:
+        return await self._worker.run_session(lambda s: s.snapshots(model_ids))
+
+    async def record(self, calls: Sequence[ProbeResult], event: FallbackEvent | None) -> str | None:
+        limits = self._limits
+        _, lost = await self._worker.run_session(
+            lambda s: s.record(calls, limits, event, update=apply_probe)
+        )
+        return lost
+
+    def record_soon(self, calls: Sequence[ProbeResult]) -> None:
+        raise AssertionError("a one-shot start waits for every call it made")
 
 
 async def start_session(
@@ -64,22 +153,23 @@ async def start_session(
     validate_request(registry, request, CLI_NAMES)
     # A database server that stops answering must not hold the session: its calls go to a
     # thread the start stops waiting for (see StoreWorker). A SQLite file is called inline.
-    state = StoreWorker(
+    worker = StoreWorker(
         db,
         threaded=is_database_url(db),
         connect_timeout_s=registry.connect_timeout_s,
         alone=True,
     )
+    state = StoreWorkerState(worker, {m.id: m.thresholds for m in registry.models})
     try:
         async with Adapters(mode, registry.key_env_names()) as adapters:
             return await route_session(registry, state, adapters, request, clock=clock)
     finally:
-        await state.aclose()
+        await worker.aclose()
 
 
 async def route_session(
     registry: Registry,
-    state: StoreWorker,
+    state: SessionState,
     adapters: Adapters,
     request: StartRequest,
     *,
@@ -88,98 +178,105 @@ async def route_session(
     shared: SharedProbes | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> StartOutcome:
-    """SPEC "Choosing a model"; shared by `start`, the library routers and `serve`.
+    """README "Choosing a model"; shared by `start`, the library routers and `serve`.
 
-    Without `opening_call` the first usable candidate is chosen and the caller makes the
-    call itself (a voice worker with its own client). Calls made here are always recorded;
-    the fallback event only with `record_event`.
+    Without `opening_call` the choice is made on the first content token of a just-in-time
+    probe (or on the evidence alone) and the caller makes the call itself (a voice worker with
+    its own client); a probe still running then is recorded when it ends. Calls made here are
+    always recorded; the fallback event only with `record_event`.
     """
+    mode = adapters.mode
     order, source = candidate_order(
         request.primary, request.fallbacks, [m.id for m in registry.models]
     )
     models = {model_id: registry.require(model_id, "start") for model_id in order}
-    # With the state out of reach this reads nothing and the decision rests on just-in-time
-    # probes alone; the writes below then wait in the local spool ("degraded").
-    found, degraded = await state.run_session(lambda s: s.snapshots(order))
-    snapshots: dict[str, Snapshot | None] = dict(found)
+    snapshots, degraded = await state.snapshots(order)
     now = clock()
     verdicts: dict[str, Candidate] = {}
     for model_id in order:
         snapshot = snapshots.get(model_id)
-        status = status_of(snapshot, models[model_id].thresholds, now)
-        verdicts[model_id] = Candidate(model_id, status, snapshot.last_error if snapshot else None)
+        status = status_of(snapshot, models[model_id].thresholds, now, mode)
+        evidence = snapshot is not None and counts_in(snapshot, mode)
+        verdicts[model_id] = Candidate(
+            model_id, status, snapshot.last_error if snapshot and evidence else None
+        )
+
+    opening = request.opening() if opening_call else None
+    contenders = []
+    for model_id in attempt_order(order, verdicts):
+        model = models[model_id]
+        run: Runner | None = None
+        if opening is not None:
+            run = adapters.runner(model, opening)
+        elif needs_probe(verdicts[model_id].status):
+            run = shared.runner(adapters, model) if shared else adapters.runner(model)
+        contenders.append(Contender(model, run))
+
     calls: list[ProbeResult] = []
-    ruled_out: set[str] = set()  # failed during this start: not tried again
+    decided = False
 
-    def remember(result: ProbeResult, record: bool = True) -> None:
-        limits = models[result.model].thresholds
-        snapshot = apply_probe(snapshots.get(result.model), result, limits)
-        snapshots[result.model] = snapshot
-        if record:
+    def on_result(result: ProbeResult) -> None:
+        if decided:
+            state.record_soon([result])  # a probe that ended after the choice was made
+        else:
             calls.append(result)
-        # Judged at the time of the evidence: a call that just answered is never "stale".
-        status = status_of(snapshot, limits, snapshot.last_checked_at)
-        verdicts[result.model] = Candidate(result.model, status, result.error)
-        if not result.ok:
-            ruled_out.add(result.model)
 
-    async def probe_ahead() -> None:
-        pending = to_probe(order, verdicts, ruled_out)
-        if not pending:
-            return
-        anything_usable = pick(order, verdicts, ruled_out) is not None
-        tasks: dict[asyncio.Task[tuple[ProbeResult, bool]], str] = {}
-        for index, model_id in enumerate(pending):
-            model = models[model_id]
-            last_hope = not anything_usable and index == len(pending) - 1
-            budget = None if last_hope else model.thresholds.ttft_budget_ms / 1000
-            if shared is not None:
-                call = shared.probe(adapters, model, budget)
-            else:
-                call = _owned(adapters.probe(model, first_token_s=budget))
-            tasks[asyncio.ensure_future(call)] = model_id
-        try:
-            waiting = set(tasks)
-            while waiting:
-                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                for task in sorted(done, key=lambda t: order.index(tasks[t])):
-                    result, owned = task.result()
-                    remember(result, record=owned)
-                if _decided(order, verdicts, ruled_out, {tasks[t] for t in waiting}):
-                    break  # the rest are behind a healthy answer: not needed
-        finally:
-            for task in tasks:
-                task.cancel()  # an abandoned probe is not evidence and is not recorded
-
+    race = Race(
+        contenders,
+        kind="start" if opening_call else "probe",
+        on_result=on_result,
+        stub=mode == "stub",
+    )
+    winner: Attempt | None = None
     agent: ProbeResult | None = None
-    chosen: str | None = None
-    failed_at_start: set[str] = set()
+    try:
+        while True:
+            winner = await race.run()
+            if winner is None or opening is None:
+                break
+            result = await winner.result
+            if result is not None and result.ok:
+                agent = result
+                break
+        if opening is not None:
+            await race.settle()  # the other attempts were cut: they end at once
+    except BaseException:
+        await asyncio.shield(race.aclose())
+        raise
+
+    chosen = winner.model.id if winner is not None else None
+    # An opening call that failed (or was cut) on a model the evidence called usable.
+    failed_at_start = {
+        a.model.id
+        for a in race.attempts
+        if opening is not None
+        and a.model.id != chosen
+        and verdicts[a.model.id].status in ("healthy", "slow")
+        and a.evidence
+    }
+    for attempt in race.attempts:
+        ended = attempt.result.result() if attempt.result.done() else None
+        if ended is not None and attempt.evidence:
+            limits = models[ended.model].thresholds
+            snapshot = apply_probe(snapshots.get(ended.model), ended, limits)
+            snapshots[ended.model] = snapshot
+            # Judged at the time of the evidence: a call that just answered is never "stale".
+            status = status_of(snapshot, limits, snapshot.last_checked_at)
+            verdicts[ended.model] = Candidate(ended.model, status, ended.error)
     chosen_healthy = False
-    while True:
-        await probe_ahead()
-        candidate = pick(order, verdicts, ruled_out)
-        if candidate is None:
-            break
-        chosen_healthy = verdicts[candidate].status == "healthy"
-        if not opening_call:
-            chosen = candidate
-            break
-        model = models[candidate]
-        # Cut at the budget only while another candidate could still serve; a model chosen
-        # as slow is known to answer past its budget, so it keeps timeout_s.
-        cut = chosen_healthy and could_still_serve(order, verdicts, ruled_out, candidate)
-        budget = model.thresholds.ttft_budget_ms / 1000 if cut else None
-        result = await adapters.open_session(model, request.config, first_token_s=budget)
-        remember(result)
-        if result.ok:
-            chosen, agent = candidate, result
-            break
-        failed_at_start.add(candidate)
+    if winner is not None:
+        assert chosen is not None
+        if winner.result.done() and winner.result.result() is None:
+            chosen_healthy = verdicts[chosen].status == "healthy"  # on its evidence alone
+        elif opening is None:
+            heard = winner.ms(winner.first_content) or 0
+            chosen_healthy = heard <= models[chosen].thresholds.ttft_budget_ms
+            verdicts[chosen] = Candidate(chosen, "healthy" if chosen_healthy else "slow")
+        else:
+            chosen_healthy = verdicts[chosen].status == "healthy"
 
     choice = Choice(
-        chosen,
-        passed_over(order, verdicts, chosen, chosen_healthy),
-        frozenset(failed_at_start),
+        chosen, passed_over(order, verdicts, chosen, chosen_healthy), frozenset(failed_at_start)
     )
     reason = fallback_reason(request.primary, choice)
     event = None
@@ -201,12 +298,12 @@ async def route_session(
             candidates=choice.passed_over,
             error=error,
         )
+    decided = True
     if calls or event is not None:
-        limits = {m.id: m.thresholds for m in registry.models}
-        _, lost = await state.run_session(
-            lambda s: s.record(calls, limits, event, update=apply_probe)
-        )
-        degraded = degraded or lost
+        rank = {model_id: index for index, model_id in enumerate(order)}
+        calls.sort(key=lambda call: rank[call.model])  # in the order they were tried
+        lost = await state.record(calls, event)
+        degraded = lost or degraded  # what was not recorded, and where it went, first
     return StartOutcome(
         request=request,
         chosen=choice.chosen,
@@ -214,23 +311,7 @@ async def route_session(
         reason=reason,
         agent=agent,
         event=event,
-        candidates=choice.passed_over,
+        candidates=[verdicts[m] for m in order if m != choice.chosen],
         error=error,
         degraded=degraded,
     )
-
-
-async def _owned(call: Coroutine[Any, Any, ProbeResult]) -> tuple[ProbeResult, bool]:
-    return await call, True
-
-
-def _decided(
-    order: list[str], verdicts: dict[str, Candidate], ruled_out: set[str], running: set[str]
-) -> bool:
-    """Whether a healthy candidate is known with nothing still being probed ahead of it."""
-    for model_id in order:
-        if model_id in running:
-            return False
-        if model_id not in ruled_out and verdicts[model_id].status == "healthy":
-            return True
-    return False

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from voicefallback.health import needs_probe
-from voicefallback.records import Candidate, FallbackSource, Reason
+from voicefallback.records import Candidate, FallbackSource, Reason, Status
 
 
 @dataclass(frozen=True)
@@ -29,52 +28,20 @@ def candidate_order(
     return ordered, source
 
 
-def to_probe(
-    order: Sequence[str], verdicts: Mapping[str, Candidate], ruled_out: Collection[str]
-) -> list[str]:
-    """The stale or unknown candidates the choice may need: those ahead of the first healthy
-    one (all of them when none is healthy), never one behind it."""
-    pending = []
-    for model in order:
-        if model in ruled_out:
-            continue
-        status = verdicts[model].status
-        if status == "healthy":
-            break
-        if needs_probe(status):
-            pending.append(model)
-    return pending
+def attempt_order(order: Sequence[str], verdicts: Mapping[str, Candidate]) -> list[str]:
+    """The order `start` tries candidates in (README "Choosing a model"): healthy ones and
+    those it must probe (stale, unknown) in the caller's order, then the slow ones; never an
+    unhealthy or misconfigured one."""
+    first = [m for m in order if verdicts[m].status in ("healthy", "stale", "unknown")]
+    return first + [m for m in order if verdicts[m].status == "slow"]
 
 
-def pick(
-    order: Sequence[str], verdicts: Mapping[str, Candidate], ruled_out: Collection[str]
-) -> str | None:
-    """SPEC "Choosing a model": the first healthy candidate, else the first slow one.
-
-    `ruled_out` holds candidates that failed during this start (a just-in-time probe or an
-    opening call): they are not tried again, whatever their recorded status says.
-    """
-    for wanted in ("healthy", "slow"):
-        for model in order:
-            if model not in ruled_out and verdicts[model].status == wanted:
-                return model
-    return None
-
-
-def could_still_serve(
-    order: Sequence[str],
-    verdicts: Mapping[str, Candidate],
-    ruled_out: Collection[str],
-    besides: str,
-) -> bool:
-    """Whether a candidate other than `besides` might still start the session: usable, or
-    not yet judged. Only then may `besides` be cut at its first-token budget."""
-    return any(
-        model != besides
-        and model not in ruled_out
-        and verdicts[model].status in ("healthy", "slow", "stale", "unknown")
-        for model in order
-    )
+def turn_order(models: Sequence[str], statuses: Mapping[str, Status]) -> list[str]:
+    """The order a session's turn tries its models in (README "Every turn"): healthy first
+    (in the given order), then slow, then never checked, and unhealthy or misconfigured ones
+    last, as a last resort. A stale model counts by its last evidence (`statuses` gives it)."""
+    rank = {"healthy": 0, "slow": 1, "unknown": 2, "stale": 2, "unhealthy": 3, "misconfigured": 3}
+    return sorted(models, key=lambda m: rank.get(statuses.get(m, "unknown"), 2))
 
 
 def passed_over(

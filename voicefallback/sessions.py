@@ -11,7 +11,14 @@ from typing import Any
 
 from voicefallback.config import Registry
 from voicefallback.errors import InputError
-from voicefallback.records import Candidate, FallbackEvent, FallbackSource, ProbeResult, Reason
+from voicefallback.records import (
+    Candidate,
+    FallbackEvent,
+    FallbackSource,
+    Opening,
+    ProbeResult,
+    Reason,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,40 @@ class StartRequest:
     fallbacks: tuple[str, ...]
     config: Mapping[str, Any]  # the whole request body; reaches the opening call
 
+    def opening(self) -> Opening:
+        """The opening call this request asks for."""
+        return opening_call(self.config)
+
+
+def opening_call(config: Mapping[str, Any]) -> Opening:
+    """A session's opening call, from its request body: the body's details (not the routing
+    keys) in the system prompt, the agent's first line as the answer."""
+    details = {k: v for k, v in config.items() if k not in _ROUTING_KEYS}
+    details_json = json.dumps(details, ensure_ascii=False, default=str, sort_keys=True)
+    if len(details_json) > 4000:
+        details_json = details_json[:4000] + "…"
+    simulation = config.get("simulationId")
+    named = f" (simulation {simulation})" if simulation else ""
+    system = (
+        f"You are the interviewer in a live voice interview simulation{named}. "
+        f"Session details as JSON: {details_json}\n"
+        "The candidate has just joined the call. Say your opening line exactly as you would "
+        "speak it: greet the candidate, say in one sentence what the interview is about, and "
+        "ask your first question. At most three short sentences, plain text, no stage "
+        "directions."
+    )
+    return Opening(
+        system=system,
+        prompt=OPENING_CUE,
+        max_tokens=OPENING_MAX_TOKENS,
+        stub_text=f"Hello, I'm your interviewer for {simulation or 'this session'}.",
+    )
+
+
+OPENING_CUE = "(The candidate has joined the call.)"
+OPENING_MAX_TOKENS = 200
+_ROUTING_KEYS = ("primary", "fallbacks", "fallback")
+
 
 @dataclass(frozen=True)
 class StartOutcome:
@@ -54,6 +95,8 @@ class StartOutcome:
     reason: Reason | None
     agent: ProbeResult | None
     event: FallbackEvent | None
+    # Every candidate this choice judged but the chosen one, in order: those passed over, and
+    # those behind the chosen one (so a caller never hands a model just found down on).
     candidates: list[Candidate]
     error: str | None
     # The state database was out of reach: decided by just-in-time probes alone, writes

@@ -112,7 +112,6 @@ def probe(
 
     from voicefallback import documents, tables
     from voicefallback.durations import parse_duration
-    from voicefallback.health import judge
     from voicefallback.probing import probe_run
     from voicefallback.records import utcnow
 
@@ -161,12 +160,7 @@ def probe(
                 )
             except ProbeBusy as exc:
                 raise ProbeBusy(f"{exc} (see --lock-timeout)") from None
-        # Each model is judged at the time of its evidence, not after the whole round: a
-        # probe that just succeeded is never reported stale (SPEC "Health").
-        rows = [
-            (by_id[p.result.model], p, judge(p.after, by_id[p.result.model].thresholds))
-            for p in probed
-        ]
+        rows = [(by_id[p.result.model], p, p.status) for p in probed]
         document = documents.probe_json(started, chosen_mode, rows)
         if json:
             print_json(document)

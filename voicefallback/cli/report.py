@@ -14,7 +14,7 @@ from voicefallback.cli.common import (
     domain_errors,
     registry_from,
 )
-from voicefallback.config import db_path
+from voicefallback.config import db_path, resolve_mode
 from voicefallback.documents import print_json
 
 
@@ -86,6 +86,7 @@ def report(
             simulation_id=simulation_id,
             now=utcnow(),
             names=CLI_NAMES,
+            mode=resolve_mode(None, registry),
         )
         state = db_path(db)
         with open_store(state, write=True, connect_timeout_s=registry.connect_timeout_s) as store:

@@ -9,12 +9,14 @@ built. Every call of one pool runs on the caller's event loop, at most `concurre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
+from voicefallback.attempts import Attempt, Runner
 from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider
-from voicefallback.records import Mode, ProbeResult
+from voicefallback.records import CallKind, Mode, Opening, ProbeResult
 from voicefallback.redaction import redact, secrets_from_env
 
 
@@ -23,16 +25,12 @@ class Adapter(Protocol):
         """Build clients now, so one-time costs are never timed as provider latency."""
         ...
 
-    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
-        """A minimal call measuring time to first token and total time. Never raises.
-
-        With `first_token_s`, a call with no first token by then is abandoned (`over_budget`).
-        """
+    async def probe(self, model: Model, attempt: Attempt) -> ProbeResult:
+        """A minimal call measuring time to first token and total time, under `attempt`'s
+        deadline and rules (attempts.py). Never raises."""
         ...
 
-    async def open_session(
-        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
-    ) -> ProbeResult:
+    async def open_session(self, model: Model, opening: Opening, attempt: Attempt) -> ProbeResult:
         """The session's opening call (kind="start"), with the opening line in `text`."""
         ...
 
@@ -58,6 +56,9 @@ class Adapters:
         self._built: dict[str, Adapter] = {}
         self._slots = asyncio.Semaphore(concurrency)
         self._gate = asyncio.Lock()
+        self._in_flight = 0
+        self._retired = False
+        self._closed: asyncio.Event | None = None
 
     async def _turn(self) -> None:
         """Wait for this call's turn to start: one call starts per pass of the event loop.
@@ -73,31 +74,52 @@ class Adapters:
         async with self._gate:
             await asyncio.sleep(0)
 
-    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
-        adapter = await self.for_model(model)
-        async with self._slots:
-            await self._turn()
-            return self._redacted(await adapter.probe(model, first_token_s=first_token_s))
+    def attempt(self, model: Model, kind: CallKind) -> Attempt:
+        """An attempt outside any race: no hedge, no stall cut, `timeout_s` only."""
+        return Attempt(model, kind, stub=self.mode == "stub")
+
+    def runner(self, model: Model, opening: Opening | None = None) -> Runner:
+        """How a race calls `model`: its opening call, or a probe when there is no opening."""
+        if opening is None:
+            return lambda attempt: self.probe(model, attempt)
+        return lambda attempt: self.open_session(model, opening, attempt)
+
+    async def probe(self, model: Model, attempt: Attempt | None = None) -> ProbeResult:
+        call = attempt or self.attempt(model, "probe")
+        async with self._calling(model, call) as adapter:
+            return self._redacted(await adapter.probe(model, call))
 
     async def open_session(
-        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
+        self, model: Model, opening: Opening, attempt: Attempt | None = None
     ) -> ProbeResult:
-        adapter = await self.for_model(model)
-        async with self._slots:
-            await self._turn()
-            result = await adapter.open_session(model, request, first_token_s=first_token_s)
-        return self._redacted(result)
+        call = attempt or self.attempt(model, "start")
+        async with self._calling(model, call) as adapter:
+            return self._redacted(await adapter.open_session(model, opening, call))
+
+    @contextlib.asynccontextmanager
+    async def _calling(self, model: Model, attempt: Attempt) -> AsyncIterator[Adapter]:
+        self._in_flight += 1
+        try:
+            adapter = await self.for_model(model)
+            async with self._slots:
+                await self._turn()
+                attempt.start_clock()  # building the client and waiting a turn are not its time
+                yield adapter
+        finally:
+            self._in_flight -= 1
+            if self._retired and self._in_flight == 0:
+                asyncio.get_running_loop().create_task(self.aclose())
 
     def _redacted(self, result: ProbeResult) -> ProbeResult:
-        """The provider's message and opening text, both provider-supplied (a gateway may
-        echo the key it was sent)."""
-        if result.text is not None:
-            result = replace(result, text=redact(result.text, self._secrets))
-        if result.message is None:
+        """Whatever the provider said, its error message and the opening line (a gateway may
+        echo the key), without secrets."""
+        if result.message is None and result.text is None:
             return result
         from voicefallback.providers.classify import one_line
 
-        return replace(result, message=one_line(result.message, self._secrets))
+        message = None if result.message is None else one_line(result.message, self._secrets)
+        text = None if result.text is None else redact(result.text, self._secrets)
+        return replace(result, message=message, text=text)
 
     async def for_model(self, model: Model) -> Adapter:
         provider = model.provider
@@ -108,14 +130,29 @@ class Adapters:
         return self._built[provider.name]
 
     async def prepare(self, models: Iterable[Model]) -> None:
-        """Build adapters up front, so one-time costs are not timed as provider latency."""
+        """Build adapters up front (SDK imports and clients, off the loop), so one-time
+        costs are neither timed as provider latency nor paid on a session's path."""
         for model in models:
             await self.for_model(model)
 
+    def retire(self) -> None:
+        """No new calls will come (a reloaded registry has its own pool): close once the
+        calls in flight have ended."""
+        self._retired = True
+        if self._in_flight == 0:
+            asyncio.get_running_loop().create_task(self.aclose())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed is not None and self._closed.is_set()
+
     async def aclose(self) -> None:
+        if self._closed is None:
+            self._closed = asyncio.Event()
         built, self._built = list(self._built.values()), {}
         for adapter in built:
             await adapter.aclose()
+        self._closed.set()
 
     async def __aenter__(self) -> Adapters:
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from voicefallback.attempts import Attempt
 from voicefallback.providers import live
 from voicefallback.providers.classify import (
     Incomplete,
@@ -34,7 +35,7 @@ class AnthropicAdapter(live.LiveAdapter):
         )
         return client
 
-    async def _stream(self, call: live.Call, system: str | None, prompt: str, limit: int) -> None:
+    async def _stream(self, call: Attempt, system: str | None, prompt: str, limit: int) -> None:
         params: dict[str, Any] = {
             "model": call.model.name,
             "messages": [{"role": "user", "content": prompt}],
@@ -54,7 +55,7 @@ class AnthropicAdapter(live.LiveAdapter):
             options={"timeout": call.timeout_s},
             stream=True,
         )
-        call.responded(http)
+        call.responded()
         try:
             async for name, data in sse_events(http.aiter_bytes()):
                 if name is None or name == "ping" or not data:
@@ -66,9 +67,14 @@ class AnthropicAdapter(live.LiveAdapter):
                 kind = event.get("type")
                 if kind == "content_block_delta":
                     delta = event.get("delta") or {}
-                    # Only text is heard; thinking deltas are not a first token.
+                    # Text and tool calls are content; thinking deltas are not a first token.
                     if delta.get("type") == "text_delta":
                         call.text(delta.get("text"))
+                    elif delta.get("type") == "input_json_delta":
+                        call.tool_call()
+                elif kind == "content_block_start":
+                    if (event.get("content_block") or {}).get("type") == "tool_use":
+                        call.tool_call()
                 elif kind == "message_start":
                     usage = (event.get("message") or {}).get("usage") or {}
                     call.tokens(usage.get("input_tokens"), usage.get("output_tokens"))
@@ -76,7 +82,7 @@ class AnthropicAdapter(live.LiveAdapter):
                     usage = event.get("usage") or {}
                     call.tokens(None, usage.get("output_tokens"))
                 elif kind == "message_stop":
-                    call.finished()
+                    call.finished(live.TAIL_GRACE_S)
         finally:
             await http.aclose()
         if not call.complete:

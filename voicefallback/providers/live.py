@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import contextvars
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from voicefallback.attempts import Attempt
 from voicefallback.config import Model, Provider, api_key
 from voicefallback.providers.classify import (
     Failure,
@@ -27,16 +28,16 @@ from voicefallback.providers.classify import (
     describe,
     status_failure,
 )
-from voicefallback.records import CallKind, ProbeResult, utcnow
+from voicefallback.records import Opening, ProbeResult
 
 PROBE_PROMPT = "Reply with the single word: ok"
 PROBE_MAX_TOKENS = 16  # reasoning models refuse smaller limits
-START_MAX_TOKENS = 200
-OPENING_CUE = "(The candidate has joined the call.)"
 # Once the answer is complete, how long to wait for trailing usage and the end of the body.
 TAIL_GRACE_S = 0.25
-SENT_AT = "voicefallback.sent_at"
-_ROUTING_KEYS = ("primary", "fallbacks", "fallback")
+# The attempt whose request is being sent, for the HTTP client's hook (`stamp_send`).
+_SENDING: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar(
+    "voicefallback_sending", default=None
+)
 
 
 # -- the adapter ----------------------------------------------------------------------------
@@ -74,16 +75,11 @@ class LiveAdapter:
                 failure = Failure("bad_request", f"cannot build the {self.sdk} client: {exc}")
                 self._unusable = failure
 
-    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
-        return await self._call(model, "probe", None, PROBE_PROMPT, PROBE_MAX_TOKENS, first_token_s)
+    async def probe(self, model: Model, attempt: Attempt) -> ProbeResult:
+        return await self._call(attempt, None, PROBE_PROMPT, PROBE_MAX_TOKENS)
 
-    async def open_session(
-        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
-    ) -> ProbeResult:
-        system = opening_prompt(request)
-        return await self._call(
-            model, "start", system, OPENING_CUE, START_MAX_TOKENS, first_token_s
-        )
+    async def open_session(self, model: Model, opening: Opening, attempt: Attempt) -> ProbeResult:
+        return await self._call(attempt, opening.system, opening.prompt, opening.max_tokens)
 
     async def aclose(self) -> None:
         if self._client is not None:
@@ -99,8 +95,8 @@ class LiveAdapter:
         must not touch the event loop)."""
         raise NotImplementedError
 
-    async def _stream(self, call: Call, system: str | None, prompt: str, limit: int) -> None:
-        """Make the streaming call and feed `call` from it; raise what goes wrong."""
+    async def _stream(self, call: Attempt, system: str | None, prompt: str, limit: int) -> None:
+        """Make the streaming call and report what arrives to `call`; raise what goes wrong."""
         raise NotImplementedError
 
     def _errors(self) -> tuple[type[Exception], type[Exception], type[Exception]]:
@@ -114,35 +110,33 @@ class LiveAdapter:
     # -- one call -------------------------------------------------------------------------
 
     async def _call(
-        self,
-        model: Model,
-        kind: CallKind,
-        system: str | None,
-        prompt: str,
-        limit: int,
-        first_token_s: float | None,
+        self, call: Attempt, system: str | None, prompt: str, limit: int
     ) -> ProbeResult:
+        """One call under the attempt's deadline; whatever happens becomes a result."""
         await self.prepare()
-        call = Call(model, kind, first_token_s)
         if self._unusable is not None or self._client is None:
             failure = self._unusable or Failure("connection", "adapter is closed")
-            return call.failure(failure, measured=False)
-        return await self._run(call, self._stream(call, system, prompt, limit))
-
-    async def _run(self, call: Call, stream: Coroutine[Any, Any, None]) -> ProbeResult:
-        """Run `stream` under the call's deadlines; whatever happens becomes a result."""
+            return call.failure(failure.kind, failure.message, measured=False)
+        sending = _SENDING.set(call)
         try:
-            async with asyncio.timeout_at(call.first_deadline()) as scope:
-                call.scope = scope
-                await stream
+            async with call.deadline():
+                await self._stream(call, system, prompt, limit)
         except TimeoutError:
             if call.complete:
                 return call.success()  # only the grace period for trailing bytes ran out
-            return call.failure(call.timed_out())
+            return call.timed_out()
         except Exception as exc:  # nothing escapes as a traceback
             if call.complete and self._is_drop(exc):
                 return call.success()  # the answer had ended properly; only the tail was lost
-            return call.failure(self._classify(exc, call))
+            failure = self._classify(exc, call)
+            return call.failure(
+                failure.kind,
+                failure.message,  # redacted and cut to one line by the adapter pool
+                http_status=failure.http_status,
+                retry_after_s=failure.retry_after_s,
+            )
+        finally:
+            _SENDING.reset(sending)
         return call.success()
 
     def _is_drop(self, exc: Exception) -> bool:
@@ -154,7 +148,7 @@ class LiveAdapter:
             return False
         return isinstance(exc, (connection_error, httpx2.TransportError, OSError))
 
-    def _classify(self, exc: Exception, call: Call) -> Failure:
+    def _classify(self, exc: Exception, call: Attempt) -> Failure:
         import httpx2
 
         status_error, timeout_error, _ = self._errors()
@@ -169,7 +163,7 @@ class LiveAdapter:
                 self._status_message(exc),
             )
         if isinstance(exc, (timeout_error, httpx2.TimeoutException, TimeoutError)):
-            return call.timed_out()
+            return Failure("timeout", f"the HTTP client gave up: {describe(exc)}")
         if self._is_drop(exc):
             # Dropped before the response headers: the connection; after them: a broken answer.
             if call.headers:
@@ -204,155 +198,15 @@ def read_key(provider: Provider) -> tuple[str | None, Failure | None]:
 async def stamp_send(request: Any) -> None:
     """httpx2 request hook: note when the request is written on an open connection.
 
-    Time to first token counts from there, so connecting (DNS, a TLS handshake on a cold pool)
-    is not counted against whichever model happens to be probed first.
+    Times count from there, failures included, so connecting (DNS, a TLS handshake on a cold
+    pool) and the SDK's own work are not counted against whichever model is called first.
     """
+    attempt = _SENDING.get()
+    if attempt is None:
+        return
 
     async def trace(name: str, info: Mapping[str, Any]) -> None:
         if name.endswith("send_request_headers.started"):
-            request.extensions[SENT_AT] = time.perf_counter()
+            attempt.sent = time.perf_counter()
 
     request.extensions["trace"] = trace
-
-
-# -- one call's measurements ----------------------------------------------------------------
-
-
-class Call:
-    """One live call in progress: what came back, and when."""
-
-    def __init__(self, model: Model, kind: CallKind, first_token_s: float | None = None) -> None:
-        self.model = model
-        self.kind = kind
-        # A first-token budget shorter than the whole call's limit: no first token by then
-        # means the call is abandoned (`over_budget`) instead of waited for.
-        timeout_s = model.thresholds.timeout_s
-        self.first_token_s = first_token_s if first_token_s and first_token_s < timeout_s else None
-        self.began = time.perf_counter()
-        self.began_loop = asyncio.get_running_loop().time()
-        self.sent: float | None = None
-        self.first_token: float | None = None
-        self.last_event: float | None = None
-        self.headers = False  # response headers arrived
-        self.complete = False  # the stream's proper end arrived
-        self.events = 0
-        self.parts: list[str] = []
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
-        self.scope: asyncio.Timeout | None = None
-
-    @property
-    def timeout_s(self) -> float:
-        return self.model.thresholds.timeout_s
-
-    def responded(self, response: Any) -> None:
-        """The response headers arrived (`response` is the httpx2 response)."""
-        self.headers = True
-        sent = response.request.extensions.get(SENT_AT)
-        self.sent = sent if isinstance(sent, float) else self.began
-
-    def event(self) -> None:
-        self.events += 1
-        self.last_event = time.perf_counter()
-
-    def first_deadline(self) -> float:
-        """When the call is cut if nothing changes: the first-token budget, else timeout_s."""
-        return self.began_loop + (self.first_token_s or self.timeout_s)
-
-    def text(self, piece: Any) -> None:
-        """Visible text arrived; the first non-empty piece is the first token."""
-        if not piece or not isinstance(piece, str):
-            return
-        if self.first_token is None:
-            self.first_token = time.perf_counter()
-            if self.first_token_s is not None and self.scope is not None and not self.complete:
-                self.scope.reschedule(self.began_loop + self.timeout_s)  # the budget is met
-        self.parts.append(piece)
-
-    def tokens(self, input_tokens: Any, output_tokens: Any) -> None:
-        if isinstance(input_tokens, int):
-            self.input_tokens = input_tokens
-        if isinstance(output_tokens, int):
-            self.output_tokens = output_tokens
-
-    def finished(self) -> None:
-        """The proper end arrived: stop waiting for the rest soon, and never call it a timeout."""
-        self.complete = True
-        if self.scope is not None:
-            when = self.scope.when()
-            tail = asyncio.get_running_loop().time() + TAIL_GRACE_S
-            self.scope.reschedule(tail if when is None else min(when, tail))
-
-    def _ms(self, moment: float | None) -> int | None:
-        if moment is None:
-            return None
-        return max(0, round((moment - (self.sent or self.began)) * 1000))
-
-    def success(self) -> ProbeResult:
-        text = "".join(self.parts)
-        if self.kind == "start" and not text.strip():
-            return self.failure(Failure("bad_response", "the model answered with no text"))
-        return ProbeResult(
-            model=self.model.id,
-            ok=True,
-            at=utcnow(),
-            latency_ms=self._ms(self.last_event),
-            ttft_ms=self._ms(self.first_token),
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            kind=self.kind,
-            text=text if self.kind == "start" else None,
-        )
-
-    def failure(self, failure: Failure, measured: bool = True) -> ProbeResult:
-        return ProbeResult(
-            model=self.model.id,
-            ok=False,
-            at=utcnow(),
-            latency_ms=self._ms(time.perf_counter()) if measured else None,
-            ttft_ms=self._ms(self.first_token),
-            error=failure.kind,
-            message=failure.message,  # redacted and cut to one line by the adapter pool
-            http_status=failure.http_status,
-            retry_after_s=failure.retry_after_s,
-            input_tokens=self.input_tokens,
-            output_tokens=self.output_tokens,
-            kind=self.kind,
-        )
-
-    def timed_out(self) -> Failure:
-        if self.first_token is None and self.first_token_s is not None:
-            waited = round((time.perf_counter() - self.began) * 1000)
-            return Failure(
-                "over_budget",
-                f"no first token within the {round(self.first_token_s * 1000)} ms budget "
-                f"(abandoned after {waited} ms)",
-            )
-        if not self.headers:
-            stage = "no response headers"
-        elif self.first_token is None:
-            stage = "no first token"
-        else:
-            stage = f"stream stalled after {len(self.parts)} text chunks"
-        return Failure("timeout", f"no complete answer within {self.timeout_s:g} s ({stage})")
-
-
-# -- prompts --------------------------------------------------------------------------------
-
-
-def opening_prompt(request: Mapping[str, Any]) -> str:
-    """The system prompt of a session's opening call, built from the request body."""
-    simulation = request.get("simulationId")
-    details = {k: v for k, v in request.items() if k not in _ROUTING_KEYS}
-    details_json = json.dumps(details, ensure_ascii=False, default=str, sort_keys=True)
-    if len(details_json) > 4000:
-        details_json = details_json[:4000] + "…"
-    named = f" (simulation {simulation})" if simulation else ""
-    return (
-        f"You are the interviewer in a live voice interview simulation{named}. "
-        f"Session details as JSON: {details_json}\n"
-        "The candidate has just joined the call. Say your opening line exactly as you would "
-        "speak it: greet the candidate, say in one sentence what the interview is about, and "
-        "ask your first question. At most three short sentences, plain text, no stage "
-        "directions."
-    )

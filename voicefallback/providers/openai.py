@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from voicefallback.attempts import Attempt
 from voicefallback.config import Provider
 from voicefallback.providers import live
 from voicefallback.providers.classify import (
@@ -41,12 +42,12 @@ class OpenAIAdapter(live.LiveAdapter):
         )
         return client
 
-    async def _stream(self, call: live.Call, system: str | None, prompt: str, limit: int) -> None:
+    async def _stream(self, call: Attempt, system: str | None, prompt: str, limit: int) -> None:
         messages = [{"role": "user", "content": prompt}]
         if system is not None:
             messages.insert(0, {"role": "system", "content": system})
         http = await self._open(call, messages, limit)
-        call.responded(http)
+        call.responded()
         try:
             async for _, data in sse_events(http.aiter_bytes()):
                 if data.startswith("[DONE]"):
@@ -62,14 +63,16 @@ class OpenAIAdapter(live.LiveAdapter):
                     delta = choice.get("delta") or {}
                     # Reasoning text (reasoning_content) is not heard: not a first token.
                     call.text(delta.get("content") or delta.get("refusal"))
+                    if delta.get("tool_calls"):
+                        call.tool_call()
                     if choice.get("finish_reason"):
-                        call.finished()
+                        call.finished(live.TAIL_GRACE_S)
         finally:
             await http.aclose()
         if not call.complete:
             raise Incomplete
 
-    async def _open(self, call: live.Call, messages: list[dict[str, str]], limit: int) -> Any:
+    async def _open(self, call: Attempt, messages: list[dict[str, str]], limit: int) -> Any:
         """Send the request; return the SDK's raw response once its headers are in.
 
         A parameter the endpoint refuses is swapped (the token limit) or dropped (usage

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
+from voicefallback.attempts import Attempt
 from voicefallback.config import Model
-from voicefallback.records import CallKind, ErrorKind, ProbeResult, utcnow
+from voicefallback.records import ErrorKind, Opening, ProbeResult, utcnow
 
 _MESSAGES: dict[ErrorKind, str] = {
     "timeout": "stub: no answer within timeout",
@@ -33,43 +31,44 @@ _STATUS: dict[ErrorKind, int] = {
 
 
 class StubAdapter:
-    """Reports the configured figures without sleeping, so stub runs are instant."""
+    """Reports the configured figures without sleeping, so stub runs are instant.
+
+    In a race an answer known to come after its budget lets the race start the next candidate
+    at once, and answers only when no other candidate could answer first, as a live call would.
+    """
 
     async def prepare(self) -> None:
         pass
 
-    async def probe(self, model: Model, *, first_token_s: float | None = None) -> ProbeResult:
-        return self._call(model, "probe", None, first_token_s)
+    async def probe(self, model: Model, attempt: Attempt) -> ProbeResult:
+        return await self._call(model, attempt, None)
 
-    async def open_session(
-        self, model: Model, request: Mapping[str, Any], *, first_token_s: float | None = None
-    ) -> ProbeResult:
-        line = f"Hello, I'm your interviewer for {request.get('simulationId', 'this session')}."
-        return self._call(model, "start", line, first_token_s)
+    async def open_session(self, model: Model, opening: Opening, attempt: Attempt) -> ProbeResult:
+        return await self._call(model, attempt, opening.stub_text)
 
     async def aclose(self) -> None:
         pass
 
-    def _call(
-        self, model: Model, kind: CallKind, text: str | None, first_token_s: float | None
-    ) -> ProbeResult:
+    async def _call(self, model: Model, attempt: Attempt, text: str | None) -> ProbeResult:
         stub = model.stub
         ttft = stub.ttft_ms if stub.ttft_ms is not None else stub.latency_ms
         latency = max(stub.latency_ms, ttft)
         limit_ms = round(model.thresholds.timeout_s * 1000)
-        budget_ms = round(first_token_s * 1000) if first_token_s is not None else None
-        if not stub.error and budget_ms is not None and budget_ms < limit_ms and ttft > budget_ms:
-            # As a live call would: abandoned at the first-token budget of the start path.
-            return ProbeResult(
-                model=model.id,
-                ok=False,
-                at=utcnow(),
-                latency_ms=budget_ms,
-                error="over_budget",
-                message=f"stub: no first token within the {budget_ms} ms budget (abandoned)",
-                stub=True,
-                kind=kind,
-            )
+        budget_ms = model.thresholds.ttft_budget_ms
+        kind = attempt.kind
+        if not stub.error and ttft > budget_ms and ttft <= limit_ms:
+            attempt.declare_past_budget()
+            if not await attempt.my_turn():
+                return ProbeResult(
+                    model=model.id,
+                    ok=False,
+                    at=utcnow(),
+                    latency_ms=budget_ms,
+                    error="over_budget",
+                    message=f"stub: no first token within the {budget_ms} ms budget (cut)",
+                    stub=True,
+                    kind=kind,
+                )
         if not stub.error and latency > limit_ms:
             # As a live call would: `timeout_s` bounds the whole call.
             return ProbeResult(
@@ -95,6 +94,7 @@ class StubAdapter:
                 stub=True,
                 kind=kind,
             )
+        attempt.content()
         return ProbeResult(
             model=model.id,
             ok=True,
