@@ -181,3 +181,18 @@ def test_bare_voicefallback_prints_help_and_no_error_line(cli):
     assert result.exit_code == 0
     assert "Usage: voicefallback" in result.stdout and "probe" in result.stdout
     assert result.stderr == ""
+
+
+def test_an_unknown_model_in_the_body_is_blamed_on_the_body(cli, config_file, db_file):
+    body = json.dumps({"simulationId": "s", "primary": "openai:nope"})
+    result = cli("start", "--body", body)
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith("voicefallback: error: --body primary: unknown model"), (
+        result.stderr
+    )
+    with_fallback = json.dumps({"simulationId": "s", "primary": MINI, "fallbacks": ["x:y"]})
+    result = cli("start", "--body", with_fallback)
+    assert "--body fallbacks: unknown model 'x:y'" in result.stderr, result.stderr
+    given = cli("start", "--body", body, "--primary", "openai:nope2")
+    assert "--primary: unknown model 'openai:nope2'" in given.stderr
+    assert not db_file.exists()

@@ -137,3 +137,29 @@ def test_what_a_provider_said_cannot_drive_the_terminal(cli, db_file):
     assert result.exit_code == 0, result.stderr
     assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
     assert "\\u001b[2J" in result.stdout and "\\u202etxt.exe" in result.stdout
+
+
+def test_the_start_panel_says_when_the_chosen_model_is_slow(cli):
+    slow_only = """
+[settings]
+mode = "stub"
+[providers.p]
+type = "openai"
+[[models]]
+id = "p:slow"
+ttft_budget_ms = 100
+stub = { ttft_ms = 400, latency_ms = 600 }
+"""
+    write_config(Path("models.toml"), slow_only)
+    started = cli("start", "--simulation-id", "s", "--primary", "p:slow")
+    assert started.exit_code == 0, started.stderr
+    assert "slow: first token over its 100 ms budget" in started.stdout, started.stdout
+
+
+def test_the_start_panel_says_when_the_start_was_not_recorded(cli, config_file):
+    unreachable = "postgresql://nobody@127.0.0.1:1/state"  # nothing listens on port 1
+    started = cli("start", "--simulation-id", "s", "--primary", SHIPPED_IDS[0], "--db", unreachable)
+    assert started.exit_code == 0, started.stderr
+    panel = " ".join(started.stdout.split())
+    assert "degraded: 1 call not recorded" in panel, started.stdout
+    assert "cannot reach the state database" in panel

@@ -329,10 +329,15 @@ def probe_progress(total: int) -> Iterator[Callable[[ProbeResult], None]]:
         yield lambda result: progress.advance(task)
 
 
-def print_start_panel(document: dict[str, Any]) -> None:
+def print_start_panel(
+    document: dict[str, Any], *, budget_ms: int | None = None, degraded: str | None = None
+) -> None:
+    """What `start` did. `budget_ms`: the chosen model's TTFT budget, to say when it answered
+    slowly; `degraded`: what the state could not record, and where it went."""
     from rich.panel import Panel
 
     agent = document["agent"]
+    warnings = [f"[yellow]degraded[/]: {_e(degraded)}"] if degraded else []
     if document["chosen"] is None:
         lines = [
             f"[red]no model could be started[/] for {_e(document['simulationId'])}",
@@ -343,6 +348,7 @@ def print_start_panel(document: dict[str, Any]) -> None:
             + (f" ({c['error']})" if c["error"] else "")
             for c in document["candidates"]
         ]
+        lines += warnings
         _console().print(Panel("\n".join(lines), title="start", border_style="red", expand=False))
         return
     lines = [
@@ -355,9 +361,13 @@ def print_start_panel(document: dict[str, Any]) -> None:
             f" ({document['fallbackSource']} list)"
         )
     lines.append(f"TTFT {_ms(agent['ttftMs'])}, latency {_ms(agent['latencyMs'])}")
+    slow = budget_ms is not None and (agent["ttftMs"] or 0) > budget_ms
+    if slow:  # started anyway: nothing healthy was left, and a late answer beats none
+        lines.append(f"{_status('slow')}: first token over its {budget_ms} ms budget")
     if agent.get("text"):
         lines.append(f"opening line: {_e(agent['text'])}")
-    style = "yellow" if document["usedFallback"] else "green"
+    lines += warnings
+    style = "yellow" if document["usedFallback"] or slow or degraded else "green"
     _console().print(Panel("\n".join(lines), title="start", border_style=style, expand=False))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
@@ -75,12 +76,19 @@ def start(
     from voicefallback import documents, tables
     from voicefallback.redaction import refuse_secret, secrets_from_env
     from voicefallback.routing import start_session
-    from voicefallback.sessions import CLI_NAMES, build_request, parse_body
+    from voicefallback.sessions import CLI_NAMES, build_request, parse_body, validate_request
 
     with domain_errors():
         registry = registry_from(config)
         parsed = parse_body(_read_body(body), "--body") if body is not None else {}
         request = build_request(parsed, simulation_id, primary, fallback, CLI_NAMES)
+        # An unknown model is blamed on where it came from: an option, or a key of --body.
+        names = replace(
+            CLI_NAMES,
+            primary="--primary" if primary is not None else "--body primary",
+            fallbacks="--fallback" if fallback else "--body fallbacks",
+        )
+        validate_request(registry, request, names)
         keys = secrets_from_env(p.api_key_env for p in registry.providers.values())
         refuse_secret(request.simulation_id, "--simulation-id", keys)
         chosen_mode = resolve_mode(mode, registry)
@@ -94,7 +102,9 @@ def start(
     if json:
         print_json(document)
     else:
-        tables.print_start_panel(document)
+        chosen = registry.get(outcome.chosen) if outcome.chosen else None
+        budget = chosen.thresholds.ttft_budget_ms if chosen else None
+        tables.print_start_panel(document, budget_ms=budget, degraded=outcome.degraded)
         tables.print_files(registry.path, db_path(db))
     if outcome.chosen is None:
         print_error(outcome.error or "no model could be started")
