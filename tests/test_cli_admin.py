@@ -98,3 +98,20 @@ def test_models_lists_the_registry_in_order_with_status(cli, monkeypatch):
     assert "unset" not in lines["openai:gpt-4o-mini"]
     assert "ANTHROPIC_API_KEY unset" in lines["anthropic:claude-3-5-sonnet-latest"]
     assert "sk-test" not in table
+
+
+def test_prune_on_postgresql_speaks_of_tables_not_a_file(cli, pg_url, monkeypatch):
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    assert cli("probe").exit_code == 0
+    result = cli("prune", "--vacuum")
+    assert result.exit_code == 0, result.stderr
+    assert "state file" not in result.stdout, result.stdout
+    assert "; state tables " in result.stdout
+    assert "(vacuumed: the freed space is reused by new rows)" in result.stdout
+
+
+def test_prune_on_sqlite_speaks_of_the_file(cli, db_file):
+    assert cli("probe").exit_code == 0
+    result = cli("prune", "--vacuum")
+    assert result.exit_code == 0, result.stderr
+    assert "; state file " in result.stdout and result.stdout.rstrip().endswith("(vacuumed)")

@@ -3,6 +3,7 @@ the README documents every command and every option its `--help` shows."""
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -35,6 +36,15 @@ def test_every_command_has_a_summary_and_an_example(name):
     assert summary and summary.endswith("."), f"{name}: one-line summary missing"
     assert len(summary) <= 100
     assert f"Example: voicefallback {name}" in text, f"{name}: no example in --help"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_paragraphs_wrap_to_the_terminal_not_mid_sentence(name):
+    """Typer keeps the line breaks of every docstring paragraph after the first: a paragraph
+    written over two lines prints over two lines, broken mid-sentence at any width."""
+    paragraphs = inspect.cleandoc(ALL[name].help or "").split("\n\n")[1:]
+    broken = [p for p in paragraphs if "\n" in p]
+    assert not broken, f"{name}: write each paragraph on one line: {broken}"
 
 
 @pytest.mark.parametrize("name", COMMANDS)

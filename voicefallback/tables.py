@@ -411,14 +411,18 @@ def print_events_table(document: dict[str, Any]) -> None:
         console.print("\n".join(lines), overflow="fold")
 
 
-def print_prune(document: dict[str, Any]) -> None:
+def print_prune(document: dict[str, Any], *, database: bool = False) -> None:
+    """One line: what was deleted, and the state's size before and after. `database`: the
+    state is PostgreSQL, whose tables keep freed space for new rows rather than shrink."""
+
     def size(count: int) -> str:
         return f"{count / 1_048_576:.1f} MiB" if count >= 1_048_576 else f"{count / 1024:.0f} KiB"
 
+    what = "state tables" if database else "state file"
     line = (
         f"pruned {document['probesDeleted']} probe rows and {document['eventsDeleted']} events;"
-        f" state file {size(document['bytesBefore'])} -> {size(document['bytesAfter'])}"
+        f" {what} {size(document['bytesBefore'])} -> {size(document['bytesAfter'])}"
     )
     if document["vacuumed"]:
-        line += " (vacuumed)"
+        line += " (vacuumed: the freed space is reused by new rows)" if database else " (vacuumed)"
     _console().print(line, highlight=False)

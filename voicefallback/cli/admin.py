@@ -15,7 +15,7 @@ from voicefallback.cli.common import (
     domain_errors,
     registry_from,
 )
-from voicefallback.config import db_path, resolve_mode
+from voicefallback.config import db_path, is_database_url, resolve_mode
 from voicefallback.documents import print_json
 
 
@@ -27,8 +27,7 @@ def init(
 ) -> None:
     """Write a commented starter models.toml (stub mode); never overwrites a file.
 
-    It goes to --config, else VOICEFALLBACK_CONFIG, else the user config dir, where every
-    command finds it.
+    It goes to --config, else VOICEFALLBACK_CONFIG, else the user config dir: commands look there.
 
     Example: voicefallback init --config ./models.toml
     """
@@ -110,4 +109,4 @@ def prune(
     if json:
         print_json(document)
     else:
-        tables.print_prune(document)
+        tables.print_prune(document, database=is_database_url(db_path(db)))
