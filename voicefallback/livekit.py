@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from livekit.agents import APIConnectionError, APIError, APIStatusError, APITimeoutError, llm
+from livekit.agents import APIConnectionError, APIError, llm
 from livekit.agents.llm.fallback_adapter import AvailabilityChangedEvent
 from livekit.agents.types import (
     DEFAULT_API_CONNECT_OPTIONS,
@@ -24,29 +23,18 @@ from livekit.agents.types import (
 from livekit.plugins import anthropic as lk_anthropic
 from livekit.plugins import openai as lk_openai
 
-from voicefallback.attempts import Attempt, Contender, Race
+from voicefallback.attempts import Attempt, Contender, Race, Runner
 from voicefallback.config import Model
-from voicefallback.providers.classify import body_message, describe, one_line, status_failure
 from voicefallback.providers.live import read_key
 from voicefallback.records import ErrorKind, ProbeResult
-from voicefallback.redaction import secrets_from_env
-from voicefallback.selection import turn_order
+from voicefallback.turns import TurnBook, TurnServed, failure, failures
 
 if TYPE_CHECKING:
     from voicefallback.router import AsyncSessionRouter
 
 # Retries are the attempt rules' job (a hedge, the next candidate): a member never retries.
 TURN_CONNECT_OPTIONS = APIConnectOptions(max_retry=0, timeout=DEFAULT_API_CONNECT_OPTIONS.timeout)
-_UNAVAILABLE = ("unhealthy", "misconfigured")
-
-
-@dataclass(frozen=True)
-class TurnServed:
-    """One turn's outcome: the model that answered it (None: none could) and every attempt's
-    result, as recorded (a hedge cut before its own budget passed is not evidence: absent)."""
-
-    model: str | None
-    results: tuple[ProbeResult, ...]
+__all__ = ["HealthAwareLLM", "HealthAwareStream", "TurnServed"]
 
 
 class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]):
@@ -66,15 +54,10 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
     def __init__(self, router: AsyncSessionRouter, llms: Mapping[str, llm.LLM | None]) -> None:
         """`llms`: registered model id -> the framework LLM that calls it, in the operator's
         order of preference (None: a model that cannot be called, such as a missing key)."""
-        if not llms:
-            raise ValueError("HealthAwareLLM: give at least one model")
         super().__init__()
-        self._router = router
-        self._models = {i: router.registry.require(i, "HealthAwareLLM") for i in llms}
+        self._book = TurnBook(router, list(llms), "HealthAwareLLM")
         self._llms = dict(llms)
         self._unusable: dict[str, tuple[ErrorKind, str]] = {}
-        self._secrets = secrets_from_env(router.registry.key_env_names())
-        self._available = {model_id: True for model_id in llms}
         self.served_by: str | None = None  # the model that answered the latest turn
         for member in self._members():
             member.on("metrics_collected", self._on_metrics_collected)
@@ -88,7 +71,7 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
         starts): constructing the clients loads TLS certificates.
         """
         if isinstance(model_ids, str):
-            raise ValueError("model_ids: a list of model ids, not one string")
+            raise ValueError("HealthAwareLLM: a list of model ids, not one string")
         members: dict[str, llm.LLM | None] = {}
         missing: dict[str, tuple[ErrorKind, str]] = {}
         for model_id in model_ids:
@@ -107,11 +90,11 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
     @property
     def model(self) -> str:
         """The model of the latest turn's answer (before any turn: the first model given)."""
-        return self.served_by or next(iter(self._models))
+        return self.served_by or next(iter(self._book.models))
 
     @property
     def provider(self) -> str:
-        return self._models[self.model].provider.name
+        return self._book.models[self.model].provider.name
 
     def chat(
         self,
@@ -153,26 +136,13 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
     def _on_metrics_collected(self, *args: Any, **kwargs: Any) -> None:
         self.emit("metrics_collected", *args, **kwargs)
 
-    def _order(self) -> list[str]:
-        ids = list(self._models)
-        return turn_order(ids, self._router.statuses(ids))
-
     def _recorded(self, result: ProbeResult) -> None:
-        """One attempt's result: recorded in the background, and the view it changes."""
-        if result.message is not None:
-            result = dataclasses.replace(result, message=one_line(result.message, self._secrets))
-        self._router.record_soon([result])
-        self._announce(result.model)
-
-    def _announce(self, model_id: str) -> None:
-        """`llm_availability_changed` when this process's view of the model flips."""
-        status = self._router.statuses([model_id]).get(model_id)
-        available = status not in _UNAVAILABLE
-        if available != self._available[model_id]:
-            self._available[model_id] = available
-            member = self._llms[model_id]
-            if member is not None:
-                self.emit("llm_availability_changed", AvailabilityChangedEvent(member, available))
+        """One attempt's result: recorded in the background; `llm_availability_changed`
+        when this process's view of its model flips."""
+        available = self._book.record(result)
+        member = self._llms[result.model]
+        if available is not None and member is not None:
+            self.emit("llm_availability_changed", AvailabilityChangedEvent(member, available))
 
 
 class HealthAwareStream(llm.LLMStream):
@@ -208,10 +178,9 @@ class HealthAwareStream(llm.LLMStream):
             health._recorded(result)
 
         contenders = []
-        for model_id in health._order():
-            model = health._models[model_id]
+        for model in health._book.order():
             queues[model] = asyncio.Queue()
-            contenders.append(Contender(model, self._runner(model_id, queues[model])))
+            contenders.append(Contender(model, self._runner(model.id, queues[model])))
         race = Race(contenders, kind="session", on_result=recorded)
         forwarded = False
         try:
@@ -219,7 +188,7 @@ class HealthAwareStream(llm.LLMStream):
                 winner = await race.run()
                 if winner is None:
                     raise APIConnectionError(
-                        "no model could answer: " + _failures(results), retryable=False
+                        "no model could answer: " + failures(results), retryable=False
                     )
                 self.served_by = health.served_by = winner.model.id
                 queue = queues[winner.model]
@@ -240,9 +209,7 @@ class HealthAwareStream(llm.LLMStream):
             await race.aclose()
             health.emit("turn_served", TurnServed(self.served_by, tuple(results)))
 
-    def _runner(
-        self, model_id: str, queue: asyncio.Queue[llm.ChatChunk | None]
-    ) -> Any:  # a voicefallback.attempts.Runner
+    def _runner(self, model_id: str, queue: asyncio.Queue[llm.ChatChunk | None]) -> Runner:
         health = self._health
         member = health._llms[model_id]
 
@@ -288,20 +255,8 @@ class HealthAwareStream(llm.LLMStream):
                 attempt.finished()
         except TimeoutError:
             return attempt.timed_out()
-        except APIStatusError as exc:
-            said = body_message(exc.body, exc.message)
-            failure = status_failure(exc.status_code, None, said)
-            return attempt.failure(failure.kind, failure.message, http_status=exc.status_code)
-        except APITimeoutError as exc:
-            return attempt.failure("timeout", f"{exc.message}")
         except APIError as exc:
-            cause = exc.__cause__
-            detail = f"{exc.message}: {describe(cause)}" if cause is not None else exc.message
-            # Broken before anything came back: the connection; after: a broken answer.
-            kind: ErrorKind = (
-                "bad_response" if attempt.last_event or attempt.chunks else "connection"
-            )
-            return attempt.failure(kind, detail)
+            return failure(attempt, exc)
         return attempt.success()
 
 
@@ -316,10 +271,6 @@ def _note(attempt: Attempt, chunk: llm.ChatChunk) -> None:
         attempt.event()
     if chunk.usage is not None:
         attempt.tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-
-
-def _failures(results: Sequence[ProbeResult]) -> str:
-    return ", ".join(f"{r.model} {r.error}" for r in results if not r.ok) or "nothing to try"
 
 
 def _plugin_llm(model: Model, key: str) -> llm.LLM:
