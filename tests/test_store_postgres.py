@@ -168,7 +168,7 @@ def test_a_database_from_a_newer_version_is_refused_and_left_unchanged(
 def test_reading_an_empty_database_creates_nothing(cli, pg_url, pg_server, monkeypatch):
     monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
     assert cli("health", "--json").exit_code == 0
-    assert cli("fallbacks", "--json").json == {"events": []}
+    assert cli("fallbacks", "--json").json["events"] == []
     assert _catalog(pg_server, pg_url) == []
 
 
@@ -179,7 +179,7 @@ def test_an_unreachable_server_is_one_line_naming_the_host_never_the_password(
     monkeypatch.setenv("VOICEFALLBACK_DB", url)
     for command in (("health", "--json"), ("fallbacks", "--json"), ("probe", "--json")):
         result = cli(*command)
-        assert result.exit_code == 2 and result.stdout == "", command
+        assert result.exit_code == 75 and result.stdout == "", command  # temporary: try again
         assert result.stderr.count("\n") == 1, result.stderr
         assert "127.0.0.1:1" in result.stderr and "cannot reach" in result.stderr
         assert PASSWORD not in result.stderr
@@ -242,7 +242,7 @@ def test_connections_time_out_after_connect_timeout_s(cli, config_file, monkeypa
         config_file.write_text(text)
         monkeypatch.setenv("VOICEFALLBACK_DB", f"postgresql://vf@127.0.0.1:{port}/x")
         result = cli("probe", "--json")
-    assert result.exit_code == 2 and "cannot reach" in result.stderr, result.stderr
+    assert result.exit_code == 75 and "cannot reach" in result.stderr, result.stderr
 
 
 def test_documents_keep_their_shape_in_json(cli, state):

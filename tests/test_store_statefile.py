@@ -270,12 +270,21 @@ def make_state(db: Path) -> None:
         )
 
 
-WRITERS = [
-    ("probe", "--json"),
-    ("start", "--simulation-id", "s2", "--primary", SONNET, "--json"),
-    ("prune", "--json"),
-]
+WRITERS = [("probe", "--json"), ("prune", "--json")]
 READERS = [("health", "--json"), ("fallbacks", "--json")]
+START = ("start", "--simulation-id", "s2", "--primary", SONNET, "--json")
+
+
+def assert_started_unrecorded(result: subprocess.CompletedProcess[str], *names: str) -> None:
+    """The state's fault never fails the session: it starts, says in one line what was not
+    recorded and where it went (here nowhere: not even the spool may be written)."""
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["chosen"] == "openai:gpt-4o-mini" and document["degraded"] is True
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "not recorded" in result.stderr and "lost: " in result.stderr, result.stderr
+    for name in names:
+        assert name in result.stderr, result.stderr
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *names: str) -> None:
@@ -295,6 +304,7 @@ def test_unwritable_state_file_writers_refuse_naming_it_readers_still_read(share
     before, files = digest(db), listing(state)
     for command in WRITERS:
         assert_refused(as_user(*command, db=db), str(db), "not writable")
+    assert_started_unrecorded(as_user(*START, db=db), str(db), "not writable")
     # The directory is not writable either, so no -shm can be made: read the file as it is.
     health = as_user("health", "--json", db=db)
     assert health.returncode == 0, health.stderr
@@ -314,7 +324,7 @@ def test_unreadable_state_file_fails_the_same_way_for_readers(shared_dir, as_use
     before = digest(db)
     for command in READERS:
         assert_refused(as_user(*command, db=db), str(db), "not readable")
-    for command in WRITERS:
+    for command in (*WRITERS, START):  # a start that cannot even read its state: refused
         assert_refused(as_user(*command, db=db), str(db))
     assert digest(db) == before
 
@@ -323,8 +333,8 @@ def test_unwritable_state_directory_is_named_and_nothing_is_created(shared_dir, 
     state = shared_dir / "state"
     state.mkdir(mode=0o755)
     db = state / "state.db"
-    for command in WRITERS[:2]:
-        assert_refused(as_user(*command, db=db), str(db), f"directory {state} is not writable")
+    assert_refused(as_user("probe", db=db), str(db), f"directory {state} is not writable")
+    assert_started_unrecorded(as_user(*START, db=db), f"directory {state} is not writable")
     nested = state / "deeper" / "state.db"
     assert_refused(as_user("probe", db=nested), str(nested), "cannot create state directory")
     for command in READERS:  # reading a missing file is empty state, as always

@@ -192,9 +192,16 @@ def config_path(option: Path | None) -> Path:
     return user_config_dir() / "models.toml"
 
 
+DATABASE_SCHEMES = ("postgresql://", "postgres://")
+# What looks meant as a URL rather than a file path: a scheme (two letters or more, so not a
+# drive letter) then ":/". A file path never starts so on purpose: `./mysql:/x` still can.
+_URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+:/")
+
+
 def is_database_url(location: Path | str) -> bool:
-    """A postgresql:// (or postgres://) URL, as opposed to a path to a SQLite file."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+    """A postgresql:// (or postgres://) URL, scheme in any case, as opposed to a path to a
+    SQLite file."""
+    return isinstance(location, str) and location[:13].lower().startswith(DATABASE_SCHEMES)
 
 
 def display_location(location: Path | str) -> str:
@@ -216,11 +223,29 @@ def display_location(location: Path | str) -> str:
 
 
 def db_path(option: Path | str | None) -> Path | str:
-    """--db beats VOICEFALLBACK_DB beats the user state dir; a URL is returned untouched."""
+    """--db beats VOICEFALLBACK_DB beats the user state dir; a URL is returned as given, its
+    scheme in lower case (libpq knows no other).
+
+    A value that looks like a URL of another kind (`mysql://…`, `postgresq://…`,
+    `postgresql:/…`) is refused: taken as a file path, it would quietly create a SQLite file
+    under a directory named after the scheme, and that host would leave its fleet.
+    """
+    where = "--db" if option is not None else DB_ENV
     value = option if option is not None else os.environ.get(DB_ENV) or None
     if value is None:
         return user_state_dir() / "state.db"
-    return value if is_database_url(value) else Path(value)
+    if isinstance(value, Path):
+        return value
+    if is_database_url(value):
+        scheme, _, rest = value.partition("://")
+        return f"{scheme.lower()}://{rest}"
+    if _URL_LIKE.match(value):
+        shown = re.sub(r"(//[^/@:]*):[^/@]*@", r"\1@", value)  # a password stays out
+        raise InputError(
+            f"{where} {shown}: not a state location: a PostgreSQL URL starts with"
+            " postgresql:// (or postgres://); a SQLite file is a path"
+        )
+    return Path(value)
 
 
 def api_key(env_name: str | None) -> str | None:

@@ -28,7 +28,22 @@ class StateBusy(StateError):
 
 
 class StateUnreachable(StateError):
-    """The state database cannot be reached (down, wrong host, refused login)."""
+    """The state database cannot be reached (down, wrong host, refused login), or stopped
+    answering: temporary, like a busy file; nothing written, try again."""
+
+    exit_code = 75
+
+
+class StateFull(StateError):
+    """The disk under the state is full (or failed a write): nothing of the write was kept;
+    temporary once space is freed, so not "bad input"."""
+
+    exit_code = 75
+
+
+class StateMoved(StateError):
+    """The state path no longer leads to the file this process has open (deleted, or
+    replaced by a backup or another file): nothing was written into the old one."""
 
 
 class ProbeBusy(VoicefallbackError):

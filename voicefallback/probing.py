@@ -21,7 +21,8 @@ from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.providers import Adapters
 from voicefallback.records import Mode, ProbeResult, Snapshot, Status, utcnow
 from voicefallback.retention import prune_after_probe
-from voicefallback.store import Store, open_store
+from voicefallback.store import Store
+from voicefallback.store.outage import open_writer
 
 T = TypeVar("T")
 # How a round reaches the store: runs a piece of store work and gives back its value.
@@ -147,7 +148,7 @@ async def probe_run(
     The state is opened (and checked) before the lock is taken, so a file that is not ours is
     refused without creating a lock file beside it.
     """
-    with open_store(db, write=True, connect_timeout_s=registry.connect_timeout_s) as store:
+    with open_writer(db, update=apply_probe, connect_timeout_s=registry.connect_timeout_s) as store:
 
         async def inline(work: Callable[[Store], T]) -> T:
             return work(store)

@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Model, is_database_url
-from voicefallback.errors import StateError, StateUnreachable
-from voicefallback.health import apply_probe, status_of
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Model
+from voicefallback.health import status_of
 from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange, TtftBucket
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
 from voicefallback.store import Store, open_store
-from voicefallback.store.spool import Spool
 
 
 @dataclass(frozen=True)
@@ -70,9 +68,21 @@ def health_report(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> HealthReport:
     with _read(db, connect_timeout_s) as store:
-        snapshots = store.snapshots(m.id for m in models)
-        rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
-        counts = store.event_counts() if with_event_counts else None
+        return read_health(store, models, window, now, with_event_counts=with_event_counts)
+
+
+def read_health(
+    store: Store,
+    models: Sequence[Model],
+    window: Window,
+    now: datetime,
+    *,
+    with_event_counts: bool = False,
+) -> HealthReport:
+    """`health_report` from an open state (serve reads through the state's owner)."""
+    snapshots = store.snapshots(m.id for m in models)
+    rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
+    counts = store.event_counts() if with_event_counts else None
     return HealthReport(at=now, window=window, models=rows, event_counts=counts)
 
 
@@ -87,15 +97,27 @@ def model_history(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
 ) -> ModelHistory:
     with _read(db, connect_timeout_s) as store:
-        snapshot = store.snapshots([model.id]).get(model.id)
-        return ModelHistory(
-            at=now,
-            health=_model_health(store, model, snapshot, window, now),
-            calls=store.recent_calls(model.id, limit=limit, since=since),
-            changes=store.status_changes(model.id, limit=limit, since=since),
-            limit=limit,
-            since=since,
-        )
+        return read_history(store, model, limit=limit, since=since, window=window, now=now)
+
+
+def read_history(
+    store: Store,
+    model: Model,
+    *,
+    limit: int,
+    since: datetime | None,
+    window: Window,
+    now: datetime,
+) -> ModelHistory:
+    snapshot = store.snapshots([model.id]).get(model.id)
+    return ModelHistory(
+        at=now,
+        health=_model_health(store, model, snapshot, window, now),
+        calls=store.recent_calls(model.id, limit=limit, since=since),
+        changes=store.status_changes(model.id, limit=limit, since=since),
+        limit=limit,
+        since=since,
+    )
 
 
 def model_statuses(
@@ -112,17 +134,9 @@ def model_statuses(
 
 
 def _read(db: Path | str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Store:
-    """The state opened for reading, after writing in what a degraded `start` spooled for it
-    (SPEC: the next command that reaches the database writes the spool in). A reader not
-    allowed to write leaves the spool for the next writer and reads on."""
-    if is_database_url(db) and Spool.for_location(db).pending():
-        try:
-            with open_store(db, write=True, connect_timeout_s=connect_timeout_s) as writer:
-                writer.record([], {}, update=apply_probe)  # writes the spool in first
-        except StateUnreachable:
-            raise
-        except StateError:
-            pass
+    """The state opened for reading. Reads never write: what degraded starts kept in the
+    spool is written in by the next writer, so a reader answers within its own limits
+    whatever the spool holds."""
     return open_store(db, write=False, connect_timeout_s=connect_timeout_s)
 
 
@@ -170,17 +184,23 @@ def status_board(
 ) -> StatusBoard:
     """Everything the status page shows, read in one go."""
     with _read(db) as store:
-        snapshots = store.snapshots(m.id for m in models)
-        rows = []
-        for model in models:
-            health = _model_health(store, model, snapshots.get(model.id), BOARD_WINDOW, now)
-            success = [
-                SuccessRate(span, *store.call_counts(model.id, now - timedelta(seconds=span)))
-                for span in SUCCESS_SPANS_S
-            ]
-            series = store.ttft_series(
-                model.id, now - timedelta(seconds=SERIES_SPAN_S), SERIES_BUCKET_MINUTES
-            )
-            rows.append(BoardRow(health, success, series))
-        latest = store.events(None, None, events)
+        return read_board(store, models, now, events=events)
+
+
+def read_board(
+    store: Store, models: Sequence[Model], now: datetime, *, events: int = 20
+) -> StatusBoard:
+    snapshots = store.snapshots(m.id for m in models)
+    rows = []
+    for model in models:
+        health = _model_health(store, model, snapshots.get(model.id), BOARD_WINDOW, now)
+        success = [
+            SuccessRate(span, *store.call_counts(model.id, now - timedelta(seconds=span)))
+            for span in SUCCESS_SPANS_S
+        ]
+        series = store.ttft_series(
+            model.id, now - timedelta(seconds=SERIES_SPAN_S), SERIES_BUCKET_MINUTES
+        )
+        rows.append(BoardRow(health, success, series))
+    latest = store.events(None, None, events)
     return StatusBoard(at=now, models=rows, events=latest)

@@ -71,9 +71,10 @@ def report(
     """
     from voicefallback import documents, tables
     from voicefallback.evidence import record_session, session_result
+    from voicefallback.health import apply_probe
     from voicefallback.records import utcnow
     from voicefallback.sessions import CLI_NAMES
-    from voicefallback.store import open_store
+    from voicefallback.store.outage import open_writer
 
     with domain_errors():
         registry = registry_from(config)
@@ -89,7 +90,8 @@ def report(
             mode=resolve_mode(None, registry),
         )
         state = db_path(db)
-        with open_store(state, write=True, connect_timeout_s=registry.connect_timeout_s) as store:
+        timeout = registry.connect_timeout_s
+        with open_writer(state, update=apply_probe, connect_timeout_s=timeout) as store:
             recorded = record_session(store, registry, result)
         document = documents.report_json(recorded)
     if json:

@@ -95,10 +95,7 @@ def start(
         outcome = asyncio.run(start_session(registry, db_path(db), chosen_mode, request))
         document = documents.start_json(outcome)
     if outcome.degraded:
-        tables.print_notice(
-            f"degraded: {outcome.degraded}; decided by just-in-time probes, writes spooled"
-            " until the state is back"
-        )
+        tables.print_notice(f"degraded: {outcome.degraded}")  # what, why, and where it went
     if json:
         print_json(document)
     else:

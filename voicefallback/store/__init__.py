@@ -1,4 +1,5 @@
-"""The state store: one interface (`Store`) over a SQLite file or a PostgreSQL database."""
+"""The state store: one interface (`Store`) over a SQLite file or a PostgreSQL database;
+an async process reaches it through its one owner (owner.py)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,10 @@ def open_store(
     *,
     write: bool,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    create: bool = True,
 ) -> Store:
-    """Open the state at `location` for reading (never creates anything) or for writing.
+    """Open the state at `location` for reading (never creates anything) or for writing
+    (creates it, unless `create` is false: a SQLite file then must exist).
 
     `location` is a path to a SQLite file, or a postgresql:// URL (the driver is imported
     only then; `connect_timeout_s` bounds the wait for its server).
@@ -45,11 +48,7 @@ def open_store(
             if (exc.name or "").partition(".")[0] != "psycopg":
                 raise
             raise StateError(DRIVER_HINT) from None
-        from voicefallback.store.spool import Spool
-
-        store = PostgresStore.open(location, write=write, connect_timeout_s=connect_timeout_s)
-        store.spool = Spool.for_location(location)  # a degraded `start` may have left writes
-        return store
+        return PostgresStore.open(location, write=write, connect_timeout_s=connect_timeout_s)
     from voicefallback.store.sqlite import SQLiteStore
 
-    return SQLiteStore.open(Path(location), write=write)
+    return SQLiteStore.open(Path(location), write=write, create=create)

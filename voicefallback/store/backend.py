@@ -1,4 +1,4 @@
-"""What each backend provides to the queries they share: four primitives and two hooks."""
+"""What each backend provides to the queries they share and to the state's owner."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ class Backend:
 
     def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement once per row, on the open connection."""
+        raise NotImplementedError
+
+    def _check_still_ours(self) -> None:
+        """Inside `_write`, before anything is written: raise StateError (StateMoved when the
+        location now leads elsewhere) if the state is no longer the one opened, or a newer
+        voicefallback migrated it meanwhile. A long-lived process then writes nothing."""
+        raise NotImplementedError
+
+    def answering(self, within_s: float) -> bool:
+        """See Store.answering."""
+        raise NotImplementedError
+
+    def break_off(self) -> None:
+        """See Store.break_off."""
         raise NotImplementedError
 
     def _after_import(self) -> None:

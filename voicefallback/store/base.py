@@ -41,9 +41,9 @@ class SessionStore(Protocol):
     ) -> list[tuple[ProbeResult, Snapshot]]:
         """Write calls (history rows + snapshots) and an optional event in one transaction.
 
-        `once`: an id for this write, kept with it, so the same write retried later
-        from the spool (its commit went unanswered) is not written twice; nor is this one
-        if its spooled copy went in first.
+        `once`: an id for this write, kept with it, so the same write kept aside and
+        written in later (its commit went unanswered) is not written twice; nor is this one
+        if that copy went in first.
         """
         ...
 
@@ -63,8 +63,16 @@ class Store(SessionStore, Protocol):
 
     # record() and snapshots(): as SessionStore's.
 
-    def write_spool_in(self, update: SnapshotUpdate) -> int:
-        """Write what degraded starts spooled for this state in, each once (see spool.py)."""
+    # What the owner (owner.py) needs of a backend, from its event loop's thread:
+
+    def answering(self, within_s: float) -> bool:
+        """Whether the state answered within the last `within_s` (or is local: a file
+        always answers, it can only be locked). Safe from any thread."""
+        ...
+
+    def break_off(self) -> None:
+        """From another thread: make the call in progress fail at once, and any later one
+        (the owner then opens the state again)."""
         ...
 
     def events(

@@ -42,6 +42,17 @@ READ_STATEMENT_TIMEOUT_S = 15.0
 TCP_USER_TIMEOUT_S = 10.0
 
 
+# What libpq says when the server answered and refused (wrong password, unknown role or
+# database, no pg_hba.conf entry): no retry will help, unlike a server down or starting up.
+_REFUSALS = (
+    "authentication failed",
+    "does not exist",
+    "no password supplied",
+    "no pg_hba.conf entry",
+    "permission denied",
+)
+
+
 def _secrets(url: str) -> list[str | None]:
     try:
         password = conninfo_to_dict(url).get("password")
@@ -59,7 +70,7 @@ class PostgresStore(SQLStore):
         self._conn = conn
         self._version = 0
         # When the server last answered (monotonic): how a caller on another thread tells a
-        # server that stopped answering from one that is merely busy (see StoreWorker).
+        # server that stopped answering from one that is merely busy (see `answering`).
         self.answered_at = time.monotonic()
         self._closing = threading.Lock()  # abort never breaks a socket that close() freed
 
@@ -91,7 +102,10 @@ class PostgresStore(SQLStore):
                     self._conn.close()
                 self._conn = None
 
-    def abort(self) -> None:
+    def answering(self, within_s: float) -> bool:
+        return time.monotonic() - self.answered_at < within_s
+
+    def break_off(self) -> None:
         """From another thread: break the connection off under a call that waits on a
         server that no longer answers, so that the call fails at once (StateUnreachable)
         instead of when TCP gives up, minutes later."""
@@ -128,8 +142,12 @@ class PostgresStore(SQLStore):
         try:
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, **options)
         except psycopg.OperationalError as exc:
+            text = self._text(exc)
+            if any(refusal in text for refusal in _REFUSALS):
+                # The server answered and said no: configuration to fix, not an outage.
+                raise StateError(f"{self.label}: the state database refused: {text}") from None
             raise StateUnreachable(
-                f"{self.label}: cannot reach the state database: {self._text(exc)}"
+                f"{self.label}: cannot reach the state database: {text}"
             ) from None
 
     def _check_schema(self) -> int:
@@ -217,6 +235,11 @@ class PostgresStore(SQLStore):
 
     def _schema_version(self) -> int:
         return self._version
+
+    def _check_still_ours(self) -> None:
+        version = int(self._fetch("SELECT max(number) AS v FROM migrations")[0]["v"] or 0)
+        if version > SCHEMA_VERSION:
+            raise newer_schema(self.label, version)
 
     def _lock_models(self, models: Sequence[str]) -> None:
         for model in models:  # sorted by the caller: no two writers wait on each other

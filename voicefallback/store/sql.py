@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from voicefallback.config import Thresholds
 from voicefallback.records import (
@@ -18,11 +18,6 @@ from voicefallback.records import (
     parse_iso,
     utcnow,
 )
-from voicefallback.store.upkeep import Upkeep
-
-if TYPE_CHECKING:
-    from voicefallback.store.spool import Spool, SpoolEntry
-
 from voicefallback.store.base import SnapshotUpdate
 from voicefallback.store.rows import (
     SNAPSHOT_COLUMNS,
@@ -33,14 +28,11 @@ from voicefallback.store.rows import (
     snapshot_from_row,
     snapshot_params,
 )
+from voicefallback.store.upkeep import Upkeep
 
 
 class SQLStore(Upkeep):
     """The queries, over four primitives a backend provides (backend.py)."""
-
-    # Where a degraded `start` spooled writes for this state; they are written in (once)
-    # before this store's next write (see spool.py).
-    spool: Spool | None = None
 
     # -- writes -------------------------------------------------------------------------
 
@@ -55,22 +47,16 @@ class SQLStore(Upkeep):
     ) -> list[tuple[ProbeResult, Snapshot]]:
         """Write calls (history rows + snapshots) and an optional event in one transaction.
 
-        What the spool holds for this state is written in first, so history stays in order.
         `once`: a fresh id kept with this write (see Store.record).
         """
-        self.write_spool_in(update)
         results = list(results)
         with self._write():
+            self._check_still_ours()
             if once is not None and not self._mark_written(once):
-                # Made before: the spooled copy of this very write went in first (a start
-                # that gave up on a slow database spools its write with the same id).
+                # Made before: the copy of this very write kept aside went in first (a
+                # start that gave up on a slow database keeps its write with the same id).
                 return self._as_written(results)
             return self._record(results, limits, event, update)
-
-    def write_spool_in(self, update: SnapshotUpdate) -> int:
-        """Write what a degraded `start` spooled for this state in, oldest first, each
-        exactly once; how many entries were new."""
-        return self.spool.drain(self._write_spooled, update) if self.spool is not None else 0
 
     def _as_written(self, results: list[ProbeResult]) -> list[tuple[ProbeResult, Snapshot]]:
         """Inside a write transaction: `results` with their models' snapshots as they are."""
@@ -79,14 +65,6 @@ class SQLStore(Upkeep):
             [row] = self._fetch("SELECT * FROM snapshots WHERE model = ?", (result.model,))
             written.append((result, snapshot_from_row(row)))
         return written
-
-    def _write_spooled(self, entry: SpoolEntry, update: SnapshotUpdate) -> bool:
-        """One spool entry in one transaction, unless it was written before."""
-        with self._write():
-            if not self._mark_written(entry.uid):
-                return False
-            self._record(entry.results, entry.limits, entry.event, update)
-        return True
 
     def _mark_written(self, uid: str) -> bool:
         """Keep `uid` with the write in progress; False if a write kept it before."""

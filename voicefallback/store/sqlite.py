@@ -7,6 +7,7 @@ commands do not pay for importing sqlite-utils (only migrations use it).
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -15,11 +16,11 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voicefallback.errors import StateError
+from voicefallback.errors import StateError, StateMoved
 from voicefallback.locking import probe_lock
 from voicefallback.records import iso, utcnow
 from voicefallback.store import statefile
-from voicefallback.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from voicefallback.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, newer_schema
 from voicefallback.store.sql import SQLStore
 
 WRITE_DEADLINE_S = 60.0  # give up on the lock after this long
@@ -40,10 +41,14 @@ class SQLiteStore(SQLStore):
         self._conn = conn
         self._held = held  # counted in statefile while the connection is open
         self._patience_s = WRITE_DEADLINE_S  # how long a lock held elsewhere is waited for
+        self._broken = False  # broken off from another thread: no more waiting for locks
 
     @classmethod
-    def open(cls, path: Path, *, write: bool, any_thread: bool = False) -> SQLiteStore:
-        """Open for reading (never creates anything) or for writing (creates the file).
+    def open(
+        cls, path: Path, *, write: bool, any_thread: bool = False, create: bool = True
+    ) -> SQLiteStore:
+        """Open for reading (never creates anything) or for writing (creates the file,
+        unless `create` is false: then a missing file is StateMoved).
 
         A file that is not ours, or is from a newer version, is refused from its header
         before SQLite touches it, so it stays byte-for-byte as it was, with no -wal or
@@ -52,6 +57,11 @@ class SQLiteStore(SQLStore):
         """
         path = Path(path)
         exists = statefile.check_file(path)
+        if write and not create and not exists:
+            raise StateMoved(
+                f"{path}: the state file was deleted; nothing is written until a state"
+                " file is back at that path"
+            )
         if not write:
             if not exists:
                 return cls(path, None)
@@ -70,6 +80,8 @@ class SQLiteStore(SQLStore):
         if not exists and not path.exists():
             statefile.create_new(path, lambda conn: cls(path, conn)._prepare_new())
             statefile.check_file(path)
+        elif not exists:
+            statefile.adopt_empty(path)
         store = cls(path, None, statefile.hold(path))
         try:
             store._conn = statefile.connect(path, any_thread=any_thread)
@@ -118,6 +130,31 @@ class SQLiteStore(SQLStore):
         Never waits: with a reader in the way, as much is copied as can be now."""
         with suppress(sqlite3.Error):
             self._require_conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def answering(self, within_s: float) -> bool:
+        return True  # a local file: a call that takes long waits for a lock (busy)
+
+    def break_off(self) -> None:
+        self._broken = True
+        conn = self._conn
+        if conn is not None:
+            with suppress(sqlite3.ProgrammingError):  # closed meanwhile on its own thread
+                conn.interrupt()  # safe from any thread; a statement running fails at once
+
+    def _check_still_ours(self) -> None:
+        if self._held is None:
+            return  # a file being built under its private name (statefile.create_new)
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            raise StateMoved(f"{self.path}: the state file was deleted while in use") from None
+        except OSError as exc:
+            raise StateError(f"{self.path}: cannot check the state file: {exc.strerror}") from None
+        if (info.st_dev, info.st_ino) != self._held:
+            raise StateMoved(f"{self.path}: the state file was replaced while in use")
+        version = int(self._require_conn().execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise newer_schema(self.path, version)
 
     def probe_lock(self, wait_s: float) -> AbstractContextManager[None]:
         """A `flock` beside the state file (see voicefallback.locking)."""
@@ -238,7 +275,7 @@ class SQLiteStore(SQLStore):
                 conn.execute("BEGIN IMMEDIATE")
                 break
             except sqlite3.OperationalError as exc:
-                if not statefile.is_busy(exc) or time.monotonic() >= deadline:
+                if not statefile.is_busy(exc) or time.monotonic() >= deadline or self._broken:
                     raise statefile.state_error(self.path, exc, "write", self._patience_s) from None
                 time.sleep(random.uniform(0.005, 0.05))
         try:
@@ -263,7 +300,7 @@ class SQLiteStore(SQLStore):
             try:
                 return operation()
             except sqlite3.OperationalError as exc:
-                if not statefile.is_busy(exc) or time.monotonic() >= deadline:
+                if not statefile.is_busy(exc) or time.monotonic() >= deadline or self._broken:
                     raise statefile.state_error(self.path, exc, action, self._patience_s) from None
             time.sleep(random.uniform(0.005, 0.05))
 

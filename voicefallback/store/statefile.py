@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
-from voicefallback.errors import StateBusy, StateError
+from voicefallback.errors import StateBusy, StateError, StateFull
 from voicefallback.store.schema import refuse_foreign
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -153,6 +153,14 @@ def create_new(path: Path, prepare: Callable[[sqlite3.Connection], None]) -> Non
                 leftover.unlink()
 
 
+def adopt_empty(path: Path) -> None:
+    """An empty file at the path (`touch`): filled as our state, so made as private as a
+    new one (0600) before anything is written into it."""
+    with suppress(OSError):
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
+
+
 def _create_empty(path: Path, target: Path) -> None:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -260,7 +268,10 @@ def state_error(path: Path, exc: sqlite3.Error, action: str, waited_s: float) ->
     if code == sqlite3.SQLITE_CANTOPEN:
         return StateError(f"{path}: cannot open state file (check the path and permissions)")
     if code == sqlite3.SQLITE_FULL:
-        return StateError(f"{path}: disk full while writing; nothing was written")
+        return StateFull(f"{path}: disk full while writing; nothing was written")
+    if code == sqlite3.SQLITE_IOERR:
+        # What a full disk most often looks like from SQLite (a failed write or sync).
+        return StateFull(f"{path}: disk I/O error (is the disk full?); nothing was written")
     if code == sqlite3.SQLITE_CORRUPT:
         return StateError(f"{path}: state file is corrupt ({text})")
     return StateError(f"{path}: cannot {action} state file: {text}")
