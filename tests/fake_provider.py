@@ -242,9 +242,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         fake.record(Received(self.path, headers, body, time.perf_counter()))
 
-        if self.path == "/v1/chat/completions":
+        route = self.path.split("?", 1)[0]  # Pipecat's Anthropic service asks ?beta=true
+        if route == "/v1/chat/completions":
             dialect: _Dialect = _OpenAI(self)
-        elif self.path == "/v1/messages":
+        elif route == "/v1/messages":
             dialect = _Anthropic()
         else:
             self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
