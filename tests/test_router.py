@@ -189,19 +189,24 @@ id = "fake:ttft-200"
         assert conn.execute("SELECT count(*) FROM probes").fetchone() == (1,)
 
 
-def test_a_locked_state_file_never_stalls_the_loop(config_file, db_file, monkeypatch):
+def test_a_locked_state_file_never_stalls_the_loop_nor_a_start(
+    config_file, db_file, monkeypatch
+):
     """Another process holds the state file's write lock: the start's write waits for it on
-    the router's thread while the loop goes on (a voice worker's audio, other sessions),
-    and is written once the lock is free."""
+    the state's thread while the loop goes on (a voice worker's audio, other sessions); past
+    connect_timeout_s the start goes on without it ("busy", its write spooled), and the
+    write is made, once, when the lock is free."""
     import asyncio
     import time
 
+    from tests.conftest import add_setting
     from voicefallback import AsyncSessionRouter
     from voicefallback.store import statefile
 
     monkeypatch.setattr(statefile, "BUSY_TIMEOUT_S", 30.0)  # a wait on the loop would show
+    add_setting(config_file, "connect_timeout_s = 0.5")
 
-    async def scenario() -> tuple[str | None, str | None, float]:
+    async def scenario() -> tuple[str | None, str | None, str | None, float]:
         async with AsyncSessionRouter(config=config_file, db=db_file) as router:
             await router.choose("warm", SONNET)  # the state is open
             holder = sqlite3.connect(db_file, isolation_level=None)
@@ -211,21 +216,26 @@ def test_a_locked_state_file_never_stalls_the_loop(config_file, db_file, monkeyp
                 began = time.monotonic()
                 await asyncio.sleep(0.05)
                 stalled = time.monotonic() - began  # how long the loop was kept from us
-                # A start that only reads (a healthy primary, no call) goes through meanwhile.
-                reader = await router.choose("reader", "openai:gpt-4o-mini", record_event=False)
-                assert not locked.done()
-                holder.execute("COMMIT")
+                outcome = await locked
             finally:
+                holder.execute("COMMIT")
                 holder.close()
-            outcome = await locked
-            return outcome.chosen, reader.chosen, stalled
+            for _ in range(200):  # the thread catches up once the lock is free
+                after = await router.choose("after", SONNET)
+                if after.degraded is None:
+                    break
+                await asyncio.sleep(0.05)
+            return outcome.chosen, outcome.degraded, after.degraded, stalled
 
-    chosen, read, stalled = asyncio.run(scenario())
+    chosen, degraded, after, stalled = asyncio.run(scenario())
     assert stalled < 10  # not SQLite's busy timeout (30 s here)
-    assert (chosen, read) == ("openai:gpt-4o-mini", "openai:gpt-4o-mini")
+    assert chosen == "openai:gpt-4o-mini"
+    assert degraded is not None and "busy for over 0.5 s; kept in the spool" in degraded
+    assert after is None
     with sqlite3.connect(db_file) as conn:
         written = [row[0] for row in conn.execute("SELECT simulation_id FROM events ORDER BY id")]
-    assert written == ["warm", "locked"]
+    assert written[:2] == ["warm", "locked"] and set(written[2:]) == {"after"}
+    assert written.count("locked") == 1
 
 
 def test_many_starts_through_a_router_keep_the_write_ahead_log_bounded(config_file, db_file):
@@ -281,7 +291,7 @@ def test_without_a_write_ahead_log_the_loop_leaves_the_state_file_to_the_thread(
     monkeypatch.setattr(SQLiteStore, "_write", watched)
     asyncio.run(starts(["s1", "s2", "s3"]))
     assert len(writers) == 3
-    assert all(name.startswith("voicefallback-store") for name in writers), writers
+    assert all(name.startswith("voicefallback-state") for name in writers), writers
     with sqlite3.connect(db_file) as conn:
         written = [row[0] for row in conn.execute("SELECT simulation_id FROM events ORDER BY id")]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
@@ -291,8 +301,8 @@ def test_without_a_write_ahead_log_the_loop_leaves_the_state_file_to_the_thread(
 def test_closing_a_router_while_its_first_start_opens_the_state_leaves_nothing_open(
     config_file, db_file, monkeypatch
 ):
-    """A start cancelled while its thread opens the state (a server shutting down): the
-    loop's connection, opened after `aclose` began, is closed with the rest."""
+    """A start cancelled while the state's thread opens the state (a server shutting
+    down): the connection opened after `aclose` began is closed with the rest."""
     import asyncio
     import time
 
@@ -302,10 +312,9 @@ def test_closing_a_router_while_its_first_start_opens_the_state_leaves_nothing_o
 
     opened = SQLiteStore.open.__func__  # type: ignore[attr-defined]
 
-    def slowly(cls: type[SQLiteStore], path, *, write, any_thread=False):  # type: ignore[no-untyped-def]
-        if any_thread:
-            time.sleep(0.3)  # the loop's connection, made on the thread
-        return opened(cls, path, write=write, any_thread=any_thread)
+    def slowly(cls: type[SQLiteStore], path, **options):  # type: ignore[no-untyped-def]
+        time.sleep(0.3)  # still opening when the start is cancelled and aclose begins
+        return opened(cls, path, **options)
 
     monkeypatch.setattr(SQLiteStore, "open", classmethod(slowly))
 
