@@ -163,3 +163,66 @@ def test_the_start_panel_says_when_the_start_was_not_recorded(cli, config_file):
     panel = " ".join(started.stdout.split())
     assert "degraded: 1 call not recorded" in panel, started.stdout
     assert "cannot reach the state database" in panel
+
+
+MAVERICK = "groq:meta-llama/llama-4-maverick-17b-128e-instruct"
+WITH_A_LONG_ID = f"""
+[settings]
+mode = "stub"
+[providers.openai]
+type = "openai"
+[providers.anthropic]
+type = "anthropic"
+[providers.groq]
+type = "openai"
+base_url = "https://api.groq.com/openai/v1"
+[[models]]
+id = "openai:gpt-4o-mini"
+[[models]]
+id = "anthropic:claude-3-5-sonnet-latest"
+stub = {{ error = "overloaded" }}
+[[models]]
+id = "{MAVERICK}"
+stub = {{ error = "not_found" }}
+"""
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_a_long_id_stays_whole_and_the_reason_stays_in_sight(cli, monkeypatch, columns):
+    """Narrow terminals: ids never break across lines, and the error that says why a model
+    is down is never among the columns that give way."""
+    write_config(Path("models.toml"), WITH_A_LONG_ID)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    for command in ("probe", "health", "models"):
+        result = cli(command)
+        assert result.exit_code == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert all(len(line) <= columns for line in lines), result.stdout
+        assert any(whole(MAVERICK).search(line) for line in lines), (command, result.stdout)
+        if command != "models":
+            assert "not_found" in result.stdout and "overloaded" in result.stdout, result.stdout
+
+
+def test_history_keeps_each_time_whole_at_60_columns(cli, monkeypatch):
+    cli("probe")
+    cli("probe")
+    monkeypatch.setenv("COLUMNS", "60")
+    result = cli("health", "--history", SHIPPED_IDS[1])
+    assert result.exit_code == 0, result.stderr
+    times = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", result.stdout)
+    assert len(times) == 3, result.stdout  # one status change, two probes
+    assert "…" not in result.stdout and "overloaded" in result.stdout
+
+
+def test_fallbacks_keeps_what_was_passed_over_at_200_columns(cli, monkeypatch):
+    long_sim = "interview-" + "x" * 40
+    cli("start", "--simulation-id", long_sim, "--primary", SHIPPED_IDS[1])
+    cli(
+        "start", "--simulation-id", "s2", "--primary", SHIPPED_IDS[1], "--fallback", "openai:gpt-4o"
+    )
+    monkeypatch.setenv("COLUMNS", "200")
+    result = cli("fallbacks")
+    assert result.exit_code == 0, result.stderr
+    assert " passed over " in result.stdout, result.stdout
+    assert f"{SHIPPED_IDS[1]} unhealthy (overloaded)" in result.stdout
+    assert long_sim in result.stdout
