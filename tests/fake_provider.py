@@ -142,9 +142,14 @@ class Plan:
                 "error-mid-stream",
             ):
                 plan.mode = part
-            elif part in ("no-done", "no-done-hold", "groq-usage", "cut-after-end", "tool-call"):
-                plan.flags.add(part)
-            elif part == "echo-key":  # the key is known only once the request is read
+            elif part in (
+                "no-done",
+                "no-done-hold",
+                "groq-usage",
+                "cut-after-end",
+                "tool-call",
+                "echo-key",
+            ):
                 plan.flags.add(part)
             elif head == "reject" and len(pieces) == 2:
                 plan.rejects.add(pieces[1])

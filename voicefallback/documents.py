@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from voicefallback.records import FallbackEvent, ProbeResult, StatusChange, iso
 if TYPE_CHECKING:
     from voicefallback.evidence import SessionReport
     from voicefallback.probing import ProbedModel
-    from voicefallback.reports import HealthReport, ModelHealth, ModelHistory
+    from voicefallback.reports import EventPage, HealthReport, ModelHealth, ModelHistory
     from voicefallback.retention import PruneReport
     from voicefallback.sessions import StartOutcome
     from voicefallback.store.copy import CopyReport
@@ -217,8 +217,16 @@ def event_json(event: FallbackEvent) -> dict[str, Any]:
     }
 
 
-def events_json(events: Iterable[FallbackEvent]) -> dict[str, Any]:
-    return {"events": [event_json(e) for e in events]}
+EVENTS_PAGE = 100  # `fallbacks` and GET /fallbacks: events per page without a limit
+
+
+def events_json(page: EventPage) -> dict[str, Any]:
+    return {
+        "events": [event_json(e) for e in page.events],
+        "total": page.total,  # matching the filters, on all pages
+        "limit": page.limit,
+        "nextBefore": page.next_before,  # `before` for the next, older page; null: no more
+    }
 
 
 def prune_json(report: PruneReport) -> dict[str, Any]:

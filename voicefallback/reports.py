@@ -140,14 +140,29 @@ def _read(db: Path | str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) 
     return open_store(db, write=False, connect_timeout_s=connect_timeout_s)
 
 
+@dataclass(frozen=True)
+class EventPage:
+    events: list[FallbackEvent]  # newest first, at most `limit`
+    total: int  # events matching the filters, on all pages
+    limit: int
+    next_before: int | None  # `before` for the next, older page; None: this is the last
+
+
 def fallback_events(
-    db: Path | str, simulation_id: str | None, since: datetime | None, limit: int | None
-) -> list[FallbackEvent]:
-    """`fallbacks`: events newest first, straight from the state (it reads no registry, so
-    a database gets the default connect_timeout_s, unless its URL or PGCONNECT_TIMEOUT
-    says otherwise)."""
+    db: Path | str,
+    simulation_id: str | None,
+    since: datetime | None,
+    limit: int,
+    before: int | None = None,
+) -> EventPage:
+    """`fallbacks`: one page of events, newest first, straight from the state (it reads no
+    registry, so a database gets the default connect_timeout_s, unless its URL or
+    PGCONNECT_TIMEOUT says otherwise). One row past the page tells whether another follows."""
     with _read(db) as store:
-        return store.events(simulation_id, since, limit)
+        events = store.events(simulation_id, since, limit + 1, before=before)
+        total = store.count_events(simulation_id, since)
+    page = events[:limit]
+    return EventPage(page, total, limit, page[-1].id if len(events) > limit else None)
 
 
 # The status page: TTFT percentiles over the last hour (at most this many calls), success

@@ -8,7 +8,7 @@ import typer
 
 from voicefallback.cli.common import ConfigOption, DbOption, JsonOption, app, domain_errors
 from voicefallback.config import db_path
-from voicefallback.documents import print_json
+from voicefallback.documents import EVENTS_PAGE, print_json
 
 
 @app.command()
@@ -31,8 +31,18 @@ def fallbacks(
         ),
     ] = None,
     limit: Annotated[
+        int,
+        typer.Option("--limit", min=1, help="At most this many events (a page)."),
+    ] = EVENTS_PAGE,
+    before: Annotated[
         Optional[int],
-        typer.Option("--limit", min=1, help="At most this many events.", show_default=False),
+        typer.Option(
+            "--before",
+            metavar="ID",
+            min=1,
+            help="Only events older than this id: the next page (--json: nextBefore).",
+            show_default=False,
+        ),
     ] = None,
     config: ConfigOption = None,
     db: DbOption = None,
@@ -50,10 +60,11 @@ def fallbacks(
     del config  # accepted like everywhere; events are read without the registry
     with domain_errors():
         since_at = parse_since(since, utcnow()) if since is not None else None
-        events = fallback_events(db_path(db), simulation_id, since_at, limit)
-        document = documents.events_json(events)
+        page = fallback_events(db_path(db), simulation_id, since_at, limit, before)
+        document = documents.events_json(page)
     if json:
         print_json(document)
     else:
         tables.print_events_table(document)
+        tables.print_events_page(document)
         tables.print_files(None, db_path(db))

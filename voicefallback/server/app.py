@@ -109,7 +109,10 @@ async def _bad_request(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {}
-    where = " ".join(str(part) for part in first.get("loc", ()))
+    location = list(first.get("loc", ()))
+    if location[:1] in (["query"], ["body"]):  # the parameter's name says enough
+        location = location[1:]
+    where = " ".join(str(part) for part in location)
     return error_response(400, f"{where}: {first.get('msg', 'invalid request')}")
 
 

@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from voicefallback import documents
 from voicefallback.config import display_location
+from voicefallback.documents import EVENTS_PAGE
 from voicefallback.durations import format_span, parse_duration, parse_since
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.health import status_of
@@ -68,6 +69,8 @@ api = APIRouter(dependencies=[Depends(_known_parameters)])
 
 T = TypeVar("T")
 HISTORY_LIMIT = 20  # as `health --history` without --limit
+# A page of /fallbacks is read whole into memory: the most one request may ask for.
+MAX_EVENTS_PAGE = 1000
 # A read route answers by then: a database that stopped answering is a 503, not a request
 # that hangs (the status page on a second screen says so instead of spinning).
 READ_DEADLINE_S = 10.0
@@ -368,13 +371,20 @@ async def fallbacks(
     since: Annotated[
         str | None, Query(description="Only events at or after this ISO time, or span ago.")
     ] = None,
-    limit: Annotated[int | None, Query(ge=1, description="At most N events.")] = None,
+    limit: Annotated[
+        int,
+        Query(ge=1, le=MAX_EVENTS_PAGE, description="At most N events (a page)."),
+    ] = EVENTS_PAGE,
+    before: Annotated[
+        int | None,
+        Query(ge=1, description="Only events older than this id: the last page's nextBefore."),
+    ] = None,
 ) -> Response:
     since_at = parse_since(since, utcnow(), "since") if since is not None else None
-    events = await _read(
-        request, fallback_events, _settings(request).db, simulation_id, since_at, limit
+    page = await _read(
+        request, fallback_events, _settings(request).db, simulation_id, since_at, limit, before
     )
-    return document_response(documents.events_json(events))
+    return document_response(documents.events_json(page))
 
 
 # -- for operators ------------------------------------------------------------------------

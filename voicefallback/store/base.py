@@ -80,8 +80,13 @@ class Store(SessionStore, Protocol):
         simulation_id: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
+        before: int | None = None,
     ) -> list[FallbackEvent]:
-        """Fallback events, newest first."""
+        """Fallback events, newest first; with `before`, only those with a smaller id."""
+        ...
+
+    def count_events(self, simulation_id: str | None = None, since: datetime | None = None) -> int:
+        """How many fallback events `events` would list without a limit."""
         ...
 
     def recent_calls(

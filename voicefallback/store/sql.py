@@ -156,18 +156,15 @@ class SQLStore(Upkeep):
         simulation_id: str | None = None,
         since: datetime | None = None,
         limit: int | None = None,
+        before: int | None = None,
     ) -> list[FallbackEvent]:
-        """Fallback events, newest first."""
+        """Fallback events, newest first; with `before`, only those with a smaller id."""
         if not self._readable():
             return []
-        where: list[str] = []
-        params: list[str | int] = []
-        if simulation_id is not None:
-            where.append("simulation_id = ?")
-            params.append(simulation_id)
-        if since is not None:
-            where.append("at >= ?")
-            params.append(iso(since))
+        where, params = _event_filter(simulation_id, since)
+        if before is not None:
+            where.append("id < ?")
+            params.append(min(before, 2**63 - 1))
         sql = "SELECT * FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -178,6 +175,18 @@ class SQLStore(Upkeep):
         with self._guard("read"):
             rows = self._fetch(sql, params)
         return [event_from_row(row) for row in rows]
+
+    def count_events(self, simulation_id: str | None = None, since: datetime | None = None) -> int:
+        """How many fallback events `events` would list without a limit."""
+        if not self._readable():
+            return 0
+        where, params = _event_filter(simulation_id, since)
+        sql = "SELECT count(*) AS n FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._guard("read"):
+            rows = self._fetch(sql, params)
+        return int(rows[0]["n"])
 
     # -- reads for health explanations, history and metrics -------------------------------
     # Each one walks an index backwards under a LIMIT, or reads a table of a few rows, so its
@@ -283,3 +292,17 @@ class SQLStore(Upkeep):
             )
             for row in rows
         ]
+
+
+def _event_filter(
+    simulation_id: str | None, since: datetime | None
+) -> tuple[list[str], list[str | int]]:
+    where: list[str] = []
+    params: list[str | int] = []
+    if simulation_id is not None:
+        where.append("simulation_id = ?")
+        params.append(simulation_id)
+    if since is not None:
+        where.append("at >= ?")
+        params.append(iso(since))
+    return where, params
