@@ -19,7 +19,6 @@ from voicefallback.redaction import redact
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.table import Table
 
     from voicefallback.probing import ProbedModel
 
@@ -79,54 +78,99 @@ def _ms(value: int | None) -> str:
     return "-" if value is None else f"{value} ms"
 
 
+# Free text (messages, lists of models) wraps onto more lines, but not narrower than this.
+_WRAP_MIN = 16
+
+
 @dataclass
 class _Column:
-    """A column and its cells (rich markup). `drop` 0 is never dropped (ids, status); on a
-    narrow terminal the highest `drop` goes first, so ids stay whole on one line."""
+    """A column and its cells (rich markup). On a narrow terminal, columns give way so that ids
+    stay whole on one line: first those with nothing to show, then the highest `drop`. `drop` 0
+    is never dropped (ids, statuses, errors); when those alone do not fit, each row becomes a
+    block of lines instead (see `_print_rows`). `wrap`: free text that may take more lines."""
 
     header: str
     cells: list[str]
     drop: int = 0
     justify: Literal["left", "right"] = "left"
+    wrap: bool = False
 
     @cached_property
     def width(self) -> int:
         from rich.cells import cell_len
+
+        return max(cell_len(line) for line in [self.header, *self._lines])
+
+    @cached_property
+    def _lines(self) -> list[str]:
         from rich.text import Text
 
-        lines = [self.header]
-        for cell in self.cells:
-            lines += Text.from_markup(cell).plain.split("\n")
-        return max(cell_len(line) for line in lines)
+        return [line for cell in self.cells for line in Text.from_markup(cell).plain.split("\n")]
+
+    @property
+    def least(self) -> int:
+        """The narrowest this column may be: its widest cell; for free text, a readable width
+        that keeps its widest word (a model id) whole."""
+        if not self.wrap:
+            return self.width
+        from rich.cells import cell_len
+
+        words = [cell_len(word) for line in self._lines for word in line.split()]
+        return min(self.width, max([_WRAP_MIN, *words]))
+
+    @property
+    def blank(self) -> bool:
+        return all(line.strip() in ("", "-") for line in self._lines)
 
 
 def _fitting(columns: list[_Column], width: int) -> tuple[list[_Column], bool]:
-    """The columns that fit `width`, dropping secondary ones first; and whether they fit."""
+    """The columns that fit `width`, dropping blank then secondary ones first; and whether
+    they fit. The first column (the row's id) is never dropped."""
     shown = list(columns)
 
     def needed() -> int:  # each cell has one space either side, and one border between
-        return sum(c.width + 3 for c in shown) + 1
+        return sum(c.least + 3 for c in shown) + 1
 
     while needed() > width:
-        droppable = [c for c in shown if c.drop]
+        droppable = [c for c in shown[1:] if c.blank] or [c for c in shown if c.drop]
         if not droppable:
             return shown, False
         shown.remove(max(droppable, key=lambda c: c.drop))
     return shown, True
 
 
-def _table(title: str, columns: list[_Column], console: Console) -> Table:
+def _print_rows(title: str, columns: list[_Column], console: Console, heading: int = 1) -> None:
+    """A table when the columns that never drop fit the terminal; else one block per row: the
+    first `heading` columns (the id) alone on a line, whole, then the others as `header value`."""
+    from rich.padding import Padding
     from rich.table import Table
+    from rich.text import Text
 
     shown, fits = _fitting(columns, console.width)
+    if not fits:
+        console.print(title, overflow="fold")
+        for row in range(len(columns[0].cells)):
+            console.print(" ".join(c.cells[row] for c in columns[:heading]), overflow="fold")
+            said = [
+                f"{c.header} {c.cells[row]}".replace("\n", ", ")
+                for c in columns[heading:]
+                if c.cells[row].strip() not in ("", "-")
+            ]
+            text = Text.from_markup(", ".join(said), overflow="fold")
+            console.print(Padding(text, (0, 0, 0, 2), expand=False))
+        return
     table = Table(title=title)
     for column in shown:
-        # When even the ids alone are wider than the terminal, they wrap rather than lose text.
-        overflow: Literal["fold", "ellipsis"] = "ellipsis" if fits else "fold"
-        table.add_column(column.header, justify=column.justify, no_wrap=fits, overflow=overflow)
+        table.add_column(
+            column.header,
+            justify=column.justify,
+            no_wrap=not column.wrap,
+            overflow="fold" if column.wrap else "ellipsis",
+            min_width=column.least,
+        )
     for cells in zip(*(c.cells for c in shown), strict=True):
         table.add_row(*cells)
-    return table
+    console.print(table)
 
 
 def print_files(registry: Path | None, state: Path | str) -> None:
@@ -160,10 +204,10 @@ def print_probe_table(document: dict[str, Any]) -> None:
         _Column("status", [_status(r["status"]) for r in rows]),
         _Column("TTFT", [_ms(r["ttftMs"]) for r in rows], drop=2, justify="right"),
         _Column("latency", [_ms(r["latencyMs"]) for r in rows], drop=3, justify="right"),
-        _Column("error", [r["error"] or "" for r in rows], drop=1),
+        _Column("error", [r["error"] or "" for r in rows]),
     ]
     console = _console()
-    console.print(_table(f"probe ({document['mode']}) at {document['probedAt']}", columns, console))
+    _print_rows(f"probe ({document['mode']}) at {document['probedAt']}", columns, console)
 
 
 def _age(moment: str | None, now: str) -> str:
@@ -204,52 +248,55 @@ def print_health_table(document: dict[str, Any]) -> None:
         _Column("model", [_e(r["model"]) for r in rows]),
         _Column("status", [_status(r["status"]) for r in rows]),
         _Column("for", [_age(r["statusSince"], now) for r in rows], drop=8, justify="right"),
-        _Column("TTFT", [_ms(r["ttftMs"]) for r in rows], drop=1, justify="right"),
+        _Column("TTFT", [_ms(r["ttftMs"]) for r in rows], drop=2, justify="right"),
         _Column("p50/p95", [_percentiles(r["recent"]) for r in rows], drop=6, justify="right"),
         _Column("success", [_success(r["recent"]) for r in rows], drop=5, justify="right"),
         _Column("checked", [checked(r) for r in rows], drop=3, justify="right"),
         _Column("fails", [str(r["consecutiveFailures"]) for r in rows], drop=7, justify="right"),
-        _Column("last error", [_last_failure(r["lastFailure"]) for r in rows], drop=2),
+        _Column("last error", [_last_failure(r["lastFailure"]) for r in rows]),
     ]
     title = (
         f"health (recent: last {window['probes']} probes within "
         f"{format_span(window['spanMs'] / 1000)})"
     )
     console = _console()
-    console.print(_table(title, columns, console))
+    _print_rows(title, columns, console)
 
 
 def print_history(document: dict[str, Any]) -> None:
-    from rich.table import Table
-
+    """A model's status changes and calls; the time of each stays whole at any width."""
     now = document["generatedAt"]
     console = _console()
     since = f" for {_age(document['statusSince'], now)}" if document["statusSince"] else ""
-    console.print(f"[bold]{_e(document['model'])}[/]: {_status(document['status'])}{since}")
-    changes = Table(title="status changes (newest first)")
-    for column in ("at", "from", "to", "error"):
-        changes.add_column(column)
-    for change in document["statusChanges"]:
-        changes.add_row(
-            change["at"],
-            _status(change["from"]) if change["from"] else "-",
-            _status(change["to"]),
-            change["error"] or "",
-        )
-    console.print(changes)
-    probes = Table(title="probes (newest first)")
-    for column in ("at", "kind", "result", "TTFT", "latency", "message"):
-        probes.add_column(column, justify="right" if column in ("TTFT", "latency") else "left")
-    for call in document["probes"]:
-        probes.add_row(
-            call["at"],
-            call["kind"],
-            "[green]ok[/]" if call["ok"] else f"[red]{call['error']}[/]",
-            _ms(call["ttftMs"]),
-            _ms(call["latencyMs"]),
-            _e(call["message"] or ""),
-        )
-    console.print(probes)
+    console.print(
+        f"[bold]{_e(document['model'])}[/]: {_status(document['status'])}{since}", overflow="fold"
+    )
+    changes = document["statusChanges"]
+    _print_rows(
+        "status changes (newest first)",
+        [
+            _Column("at", [c["at"] for c in changes]),
+            _Column("from", [_status(c["from"]) if c["from"] else "-" for c in changes], drop=1),
+            _Column("to", [_status(c["to"]) for c in changes]),
+            _Column("error", [c["error"] or "" for c in changes]),
+        ],
+        console,
+    )
+    calls = document["probes"]
+    _print_rows(
+        "probes (newest first)",
+        [
+            _Column("at", [c["at"] for c in calls]),
+            _Column("kind", [c["kind"] for c in calls], drop=3),
+            _Column(
+                "result", ["[green]ok[/]" if c["ok"] else f"[red]{c['error']}[/]" for c in calls]
+            ),
+            _Column("TTFT", [_ms(c["ttftMs"]) for c in calls], drop=2, justify="right"),
+            _Column("latency", [_ms(c["latencyMs"]) for c in calls], drop=4, justify="right"),
+            _Column("message", [_e(c["message"] or "") for c in calls], drop=1, wrap=True),
+        ],
+        console,
+    )
 
 
 def print_models_table(document: dict[str, Any]) -> None:
@@ -267,7 +314,7 @@ def print_models_table(document: dict[str, Any]) -> None:
         _Column("key", [key(r) for r in rows], drop=1),
     ]
     console = _console()
-    console.print(_table(f"models ({document['mode']} mode)", columns, console))
+    _print_rows(f"models ({document['mode']} mode)", columns, console, heading=2)
 
 
 def print_init(document: dict[str, Any]) -> None:
@@ -385,17 +432,17 @@ def print_events_table(document: dict[str, Any]) -> None:
 
     columns = [
         _Column("id", [str(e["id"]) for e in events], justify="right"),
-        _Column("at", [e["at"] for e in events], drop=4),
+        _Column("at", [e["at"] for e in events], drop=3),
         _Column("simulation", [_e(e["simulationId"]) for e in events]),
         _Column("primary", [_e(e["primary"]) for e in events]),
         _Column("chosen", [chosen(e) for e in events]),
         _Column("reason", [e["reason"] for e in events]),
-        _Column("source", [e["fallbackSource"] or "" for e in events], drop=3),
-        _Column("passed over", [passed(e) for e in events], drop=5),
+        _Column("source", [e["fallbackSource"] or "" for e in events], drop=4),
+        _Column("passed over", [passed(e) for e in events], drop=2, wrap=True),
     ]
     console = _console()
     if _fitting(columns, console.width)[1]:
-        console.print(_table("fallback events (newest first)", columns, console))
+        _print_rows("fallback events (newest first)", columns, console)
         return
     # Too narrow for the ids side by side: one block per event, one whole id per line.
     console.print("fallback events (newest first)")
