@@ -90,7 +90,7 @@ def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch
         async def prepare(self) -> None:
             pass
 
-        async def probe(self, model: Model, **_: object) -> ProbeResult:
+        async def probe(self, model: Model, *_: object) -> ProbeResult:
             return ProbeResult(
                 model=model.id,
                 ok=False,
@@ -99,7 +99,7 @@ def test_every_configured_key_is_redacted_from_any_providers_message(monkeypatch
                 message="upstream said: bad token gw-token-0f1e2d3c4b5a",
             )
 
-        async def open_session(self, model: Model, request: object, **_: object) -> ProbeResult:
+        async def open_session(self, model: Model, *_: object) -> ProbeResult:
             return await self.probe(model)
 
         async def aclose(self) -> None:
@@ -119,10 +119,9 @@ def test_a_key_that_is_a_prefix_of_another_leaves_no_tail(monkeypatch) -> None:
     once with every key, longest first, so no `[REDACTED]-TAIL` is stored or printed."""
     import asyncio
 
+    from voicefallback.attempts import Attempt
     from voicefallback.config import Model, Provider, Thresholds
     from voicefallback.providers import Adapters
-    from voicefallback.providers.classify import Failure
-    from voicefallback.providers.live import Call
 
     short = "shortkey-0123456789"
     monkeypatch.setenv("OPENAI_API_KEY", short)
@@ -134,9 +133,9 @@ def test_a_key_that_is_a_prefix_of_another_leaves_no_tail(monkeypatch) -> None:
         async def prepare(self) -> None:
             pass
 
-        async def probe(self, model: Model, **_: object) -> object:
+        async def probe(self, model: Model, attempt: Attempt) -> object:
             # What a live call builds from a gateway's message naming the other key.
-            return Call(model, "probe").failure(Failure("auth", f"bad key {short}-TAILSECRET"))
+            return attempt.failure("auth", f"bad key {short}-TAILSECRET")
 
         async def aclose(self) -> None:
             pass
