@@ -234,3 +234,26 @@ def test_ctrl_c_during_a_live_probe_exits_130_at_once_and_keeps_what_finished(
     assert process.returncode == 130, err
     assert out == "" and err.strip().endswith("interrupted") and "Traceback" not in err
     assert history(db_file) == [("ttft-50", "probe", None)]
+
+
+def test_stale_candidates_ahead_are_rechecked_together_not_one_budget_after_another(
+    cli, fake_registry, fake_provider, db_file
+):
+    """Known once, their evidence expired: calling them one after another would cost the
+    caller a budget each. Budgets here are 5 s: all three calls leave well within the first."""
+    registry(fake_registry, fake_provider, "hang+a", "hang+b", "ttft-50")
+    fake_registry.write_text(
+        fake_registry.read_text()
+        .replace(f"ttft_budget_ms = {BUDGET_MS}", "ttft_budget_ms = 5000")
+        .replace("[settings]", "[settings]\nstale_after_s = 0.1")
+    )
+    for model in ("fake:hang+a", "fake:hang+b", "fake:ttft-50"):
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    time.sleep(0.2)  # every snapshot is now stale
+    result = cli("start", "--simulation-id", "s", "--primary", "fake:hang+a", "--json")
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-50"
+    received = {r.model: r.at for r in fake_provider.received()}
+    assert set(received) == {"hang+a", "hang+b", "ttft-50"}
+    assert max(received.values()) - min(received.values()) < 5.0  # before any budget passed

@@ -8,10 +8,12 @@ calls as `Attempt`s in a `Race` (README "Choosing a model" and "Every turn"):
   an empty delta or a keep-alive comment is not.
 - The first candidate starts at once. When its first-token budget (`ttft_budget_ms`) passes
   without content, the next candidate starts beside it (a hedge); the first one keeps going.
-  When an attempt fails, the next candidate starts at once.
-- The first content token to arrive wins; every other attempt is cut at once (the caller never
-  hears two models). A loser cut past its own budget is recorded `over_budget`; one cut before
-  its budget passed says nothing about its model and is not evidence.
+  When an attempt fails, the next candidate starts at once. An `eager` candidate (one the
+  start path re-checks) does not hold back the next one: they are called together.
+- The winner is the first candidate, in order, whose content arrived, once no candidate ahead
+  of it could still answer within its budget; every other attempt is cut at once (the caller
+  never hears two models). A loser cut past its own budget is recorded `over_budget`; one cut
+  before its budget passed says nothing about its model and is not evidence.
 - Once content has begun, a gap longer than the budget is `stalled`, unless no other candidate
   could still serve: the last one that could is never cut before `timeout_s`. "Could still
   serve" is judged at every moment: a candidate not tried yet, or one still running uncut.
@@ -36,10 +38,12 @@ Runner = Callable[["Attempt"], Awaitable[ProbeResult]]
 @dataclass(frozen=True)
 class Contender:
     """A candidate of a race: its model, and how to call it (None: already known usable from
-    its evidence, so it needs no call and wins as soon as it is its turn)."""
+    its evidence, so it needs no call and wins as soon as it is its turn). An `eager` one does
+    not hold back the next candidate while within its budget: both are called at once."""
 
     model: Model
     run: Runner | None = None
+    eager: bool = False
 
 
 class Attempt:
@@ -78,6 +82,7 @@ class Attempt:
         self.recorded_elsewhere = False  # a view of a call another owner records
         self.on_first_content: Callable[[], None] | None = None
         self.past_budget_declared = False
+        self.eager = False  # called beside the next candidate, not before it
         self._turn: asyncio.Future[bool] | None = None
         self.result: asyncio.Future[ProbeResult | None] = self._loop.create_future()
 
@@ -301,11 +306,18 @@ class Attempt:
 
     def _give_up(self) -> None:
         """Cut by the race: another attempt answered first."""
+        # Cut before its own budget passed, it says nothing about its model.
+        self._cut(evidence=self.first_content is not None or not self.within_budget())
+
+    def abandon(self) -> None:
+        """Cut for a reason that is not its model's (the process is stopping): no evidence."""
+        self._cut(evidence=False)
+
+    def _cut(self, *, evidence: bool) -> None:
         if self.result.done() or self.cut:
             return
         self.cut = True
-        # Cut before its own budget passed, it says nothing about its model.
-        self.evidence = self.first_content is not None or not self.within_budget()
+        self.evidence = evidence
         self._reschedule(self._loop.time())
         if self._turn is not None and not self._turn.done():
             self._turn.set_result(False)
@@ -359,10 +371,11 @@ class Race:
                 return self._winner
             self._winner = None  # it failed after its first content: go on with the rest
         while True:
+            self._decide()
             if self._winner is not None:
                 return self._winner
             fresh = [a for a in self._running if a.within_budget()]
-            if not fresh and self._waiting:
+            if self._waiting and all(a.eager for a in fresh):
                 self._launch(self._waiting.pop(0))
                 continue
             if not self._running:
@@ -370,9 +383,8 @@ class Race:
             self._grant_turn()
             timeout = None
             if fresh:
-                timeout = max(
-                    0.0, min(a.budget_ends() for a in fresh) - asyncio.get_running_loop().time()
-                )
+                now = asyncio.get_running_loop().time()
+                timeout = max(0.0, min(a.budget_ends() for a in fresh) - now)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -393,12 +405,12 @@ class Race:
 
     def _launch(self, contender: Contender) -> None:
         attempt = Attempt(contender.model, self._kind, self, stub=self._stub)
+        attempt.eager = contender.eager
         self.attempts.append(attempt)
-        if contender.run is None:  # known usable: wins without a call
+        if contender.run is None:  # known usable: answers at once, without a call
             attempt.first_content = attempt.began
             attempt._end(None)
-            self._winner = attempt
-            self._cut_others(attempt)
+            self._decide()
             return
         self._running.append(attempt)
         task = asyncio.ensure_future(_guarded(contender.run, attempt))
@@ -423,13 +435,23 @@ class Race:
 
     def _changed(self) -> None:
         """Something happened (content, an end, a budget declared passed): decide again."""
-        if self._winner is None:
-            winner = next((a for a in self.attempts if _answered(a)), None)
-            if winner is not None:
-                self._winner = winner
-                self._cut_others(winner)
+        self._decide()
         if self._wake is not None:
             self._wake.set()
+
+    def _decide(self) -> None:
+        """The winner, in the candidates' order: the first that answered, once no candidate
+        ahead of it could still answer within its budget (one that failed, or is past its
+        budget without content, is not waited for)."""
+        if self._winner is not None:
+            return
+        for attempt in self.attempts:
+            if _answered(attempt):
+                self._winner = attempt
+                self._cut_others(attempt)
+                return
+            if attempt.within_budget() and not attempt.result.done() and not attempt.cut:
+                return  # it may still answer in time, and comes first
 
     def _cut_others(self, winner: Attempt) -> None:
         for attempt in self._running:
@@ -455,7 +477,7 @@ def _answered(attempt: Attempt) -> bool:
     if not attempt.result.done():
         return True
     result = attempt.result.result()
-    return result is not None and result.ok
+    return result is None or result.ok  # None: known usable, no call made
 
 
 async def _guarded(run: Runner, attempt: Attempt) -> ProbeResult:

@@ -41,6 +41,7 @@ from voicefallback.sessions import (
     validate_request,
 )
 from voicefallback.store import Store
+from voicefallback.store.owner import StateOwner
 from voicefallback.store.worker import StoreWorker
 
 log = logging.getLogger("voicefallback")
@@ -211,11 +212,17 @@ class AsyncSessionRouter:
         self.registry = registry
         self._adapters = Adapters(self.mode, registry.key_env_names(), self._concurrency)
 
+    @property
+    def owner(self) -> StateOwner:
+        """The process's one way into the state: `serve`'s reads and /readyz use it too."""
+        return self._worker.owner
+
     async def aclose(self) -> None:
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self._shared.drain(CLOSE_GRACE_S)
         await self._state.drain()
         await self._adapters.aclose()
         await self._worker.aclose()
@@ -255,6 +262,8 @@ class AsyncSessionRouter:
 
 
 REFRESH_S = 1.0  # how old the view of the state may grow while a binding asks for it
+# Closing: how long background probes may go on to be recorded before they are cut.
+CLOSE_GRACE_S = 2.0
 
 
 class _HeldState:

@@ -92,6 +92,17 @@ class SharedProbes:
 
         return follow
 
+    async def drain(self, grace_s: float) -> None:
+        """Let the probes in flight end and be recorded, for up to `grace_s`; then cut the
+        rest (not evidence: they were stopped, not slow)."""
+        probes = list(self._inflight.values())
+        if not probes:
+            return
+        await asyncio.wait([p.task for p in probes], timeout=grace_s)
+        for probe in probes:
+            probe.attempt.abandon()
+        await asyncio.wait([p.task for p in probes])
+
     def _launch(self, adapters: Adapters, model: Model) -> _SharedProbe:
         attempt = adapters.attempt(model, "probe")
         probe = _SharedProbe(attempt)
@@ -205,12 +216,16 @@ async def route_session(
     contenders = []
     for model_id in attempt_order(order, verdicts):
         model = models[model_id]
+        status = verdicts[model_id].status
         run: Runner | None = None
         if opening is not None:
             run = adapters.runner(model, opening)
-        elif needs_probe(verdicts[model_id].status):
+        elif needs_probe(status):
             run = shared.runner(adapters, model) if shared else adapters.runner(model)
-        contenders.append(Contender(model, run))
+        # Stale candidates (known once, their evidence expired) are re-checked together: one
+        # after another would cost a budget each. Unknown ones are tried in order, so a start
+        # with nothing to go on calls no further down the order than it needs.
+        contenders.append(Contender(model, run, eager=status == "stale"))
 
     calls: list[ProbeResult] = []
     decided = False

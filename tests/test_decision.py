@@ -1,0 +1,196 @@
+"""The start decision on real evidence, as fast as the evidence allows, every call recorded once.
+
+Live models are the fake provider's directives (tests/fake_provider.py) through the real SDKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_config
+from tests.fake_provider import KEY_ENV, KEYS, FakeProvider
+from voicefallback import AsyncSessionRouter
+
+pytest_plugins = ["tests.conftest_live"]
+
+BUDGET_MS = 300
+
+
+@pytest.fixture(autouse=True)
+def keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV["openai"], KEYS["openai"])
+
+
+def fake_registry(path: Path, fake: FakeProvider, *names: str, stubs: dict[str, str] = {}) -> Path:  # noqa: B006
+    models = ""
+    for name in names:
+        stub = f"\nstub = {{ {stubs[name]} }}" if name in stubs else ""
+        models += f'[[models]]\nid = "fake:{name}"{stub}\n'
+    return write_config(
+        path,
+        f"""
+[settings]
+mode = "live"
+timeout_s = 10
+ttft_budget_ms = {BUDGET_MS}
+[providers.fake]
+type = "openai"
+base_url = "{fake.url}/v1"
+api_key_env = "{KEY_ENV["openai"]}"
+{models}""",
+    )
+
+
+def history(db: Path) -> list[tuple[str, str, str | None]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT model, kind, error FROM probes ORDER BY id").fetchall()
+    return [(model.removeprefix("fake:"), kind, error) for model, kind, error in rows]
+
+
+def test_a_cold_choice_is_made_at_the_first_content_token_and_the_probe_recorded_later(
+    tmp_path, fake_provider
+):
+    """The probe streams 20 tokens 50 ms apart (1 s in all): the choice does not wait for its
+    whole answer, and the probe is still recorded, once, when it ends."""
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ttft-50+tokens-20+gap-50")
+    db = tmp_path / "state.db"
+
+    async def scenario() -> tuple[str | None, int, int]:
+        async with AsyncSessionRouter(config=config, db=db) as router:
+            outcome = await router.choose("s", "fake:ttft-50+tokens-20+gap-50")
+            rows_at_choice = len(history(db)) if db.exists() else 0
+            unanswered = len(fake_provider.first_token_ms)
+        return outcome.chosen, rows_at_choice, unanswered
+
+    chosen, rows_at_choice, heard = asyncio.run(scenario())
+    assert chosen == "fake:ttft-50+tokens-20+gap-50"
+    assert rows_at_choice == 0 and heard == 1  # decided while the answer was still streaming
+    assert history(db) == [("ttft-50+tokens-20+gap-50", "probe", None)]  # recorded once, whole
+
+
+def test_stub_evidence_never_decides_a_live_start(cli, tmp_path, fake_provider, monkeypatch):
+    """A stub probe found the primary 'overloaded' (the stub's pretend error). In live mode
+    that is no evidence: the primary is called for real, and no event blames it."""
+    config = fake_registry(
+        tmp_path / "m.toml", fake_provider, "ok", "ttft-20", stubs={"ok": 'error = "overloaded"'}
+    )
+    monkeypatch.setenv("VOICEFALLBACK_CONFIG", str(config))
+    monkeypatch.setenv("VOICEFALLBACK_DB", str(tmp_path / "state.db"))
+    assert cli("probe", "--mode", "stub").exit_code == 0
+    assert fake_provider.received() == []
+
+    result = cli(
+        "start", "--mode", "live", "--simulation-id", "s", "--primary", "fake:ok", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ok" and result.json["reason"] is None
+    assert [r.model for r in fake_provider.received()] == ["ok"]
+    assert cli("fallbacks", "--json").json["events"] == []
+
+
+def test_a_shared_probe_is_recorded_once_when_the_start_that_launched_it_is_cancelled(
+    tmp_path, fake_provider
+):
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ttft-200", "ttft-20")
+    db = tmp_path / "state.db"
+
+    async def scenario() -> tuple[str | None, str | None]:
+        async with AsyncSessionRouter(config=config, db=db) as router:
+            first = asyncio.ensure_future(router.choose("a", "fake:ttft-200", ["fake:ttft-20"]))
+            while not fake_provider.received():
+                await asyncio.sleep(0.01)
+            second = asyncio.ensure_future(router.choose("b", "fake:ttft-200", ["fake:ttft-20"]))
+            await asyncio.sleep(0.05)
+            first.cancel()  # the start that launched the probe goes away
+            outcome = await second
+            with pytest.raises(asyncio.CancelledError):
+                await first
+        return outcome.chosen, outcome.reason
+
+    chosen, reason = asyncio.run(scenario())
+    assert (chosen, reason) == ("fake:ttft-200", None)
+    assert [r.model for r in fake_provider.received()] == ["ttft-200"]  # one probe, shared
+    assert history(db) == [("ttft-200", "probe", None)]  # recorded once
+
+
+def test_a_failed_call_is_timed_from_when_its_request_left(tmp_path, fake_provider, monkeypatch):
+    """Building the client (here made 400 ms slow) is not the provider's time: the 503 it
+    answered at once is recorded as a fast failure."""
+    from voicefallback.providers.openai import OpenAIAdapter
+
+    build = OpenAIAdapter._build
+
+    def slow_build(self: OpenAIAdapter, key: str) -> object:
+        time.sleep(0.4)
+        return build(self, key)
+
+    monkeypatch.setattr(OpenAIAdapter, "_build", slow_build)
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "status-503")
+
+    async def scenario() -> list:  # type: ignore[type-arg]
+        async with AsyncSessionRouter(config=config, db=tmp_path / "s.db") as router:
+            return await router.probe()
+
+    [probed] = asyncio.run(scenario())
+    assert probed.result.error == "overloaded"
+    assert probed.result.latency_ms is not None and probed.result.latency_ms < 400
+
+
+def test_a_start_with_the_database_away_calls_no_further_than_the_choice_needs(
+    cli, tmp_path, fake_provider, monkeypatch
+):
+    """With nothing readable every candidate is unknown; the primary answers, so the models
+    behind it are never called (not one call per registered model)."""
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ttft-10", "ttft-20", "ttft-30")
+    monkeypatch.setenv("VOICEFALLBACK_CONFIG", str(config))
+    away = "postgresql://voicefallback@127.0.0.1:9/nowhere?connect_timeout=1"
+    result = cli(
+        "start", "--db", away, "--simulation-id", "s", "--primary", "fake:ttft-10", "--json"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-10" and result.json.get("degraded") is True
+    assert [r.model for r in fake_provider.received()] == ["ttft-10"]
+
+
+def test_the_http_probe_document_judges_each_model_at_the_time_of_its_evidence(
+    tmp_path, fake_provider
+):
+    """stale_after_s far shorter than the round: a probe that has just succeeded is healthy,
+    not stale, in the document the router's probe round gives serve."""
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ttft-10", "ttft-400")
+    config.write_text(config.read_text().replace("[settings]", "[settings]\nstale_after_s = 0.1"))
+
+    async def scenario() -> list[str]:
+        async with AsyncSessionRouter(config=config, db=tmp_path / "s.db") as router:
+            return [p.status for p in await router.probe()]
+
+    assert asyncio.run(scenario()) == ["healthy", "slow"]
+
+
+def test_a_reloaded_registry_closes_the_connections_of_the_one_it_replaced(tmp_path, fake_provider):
+    """Each reload builds a new provider pool; the retired one is closed once its calls end,
+    so connections to the provider do not pile up with every reload."""
+    from voicefallback.config import load_registry
+
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ttft-10")
+
+    def connections() -> int:
+        """Established TCP connections from this process's side to the fake provider."""
+        port = f"{int(fake_provider.url.rsplit(':', 1)[1]):04X}"
+        rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+        return sum(1 for row in rows if row[3] == "01" and row[2].endswith(f":{port}"))
+
+    async def scenario() -> int:
+        async with AsyncSessionRouter(config=config, db=tmp_path / "s.db") as router:
+            for index in range(6):
+                await router.choose(f"s{index}", "fake:ttft-10", opening_call=True)
+                router.reload(load_registry(config))
+                await asyncio.sleep(0.05)  # the retired pool closes on the loop
+            return connections()
+
+    assert asyncio.run(scenario()) <= 1
