@@ -15,7 +15,7 @@ from voicefallback.config import Thresholds, config_path, load_registry
 from voicefallback.health import apply_probe
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, TtftBucket, utcnow
 from voicefallback.reports import BoardRow, ModelHealth, SuccessRate, status_board
-from voicefallback.server.page import sparkline
+from voicefallback.server.page import render_status_page, render_unavailable_page, sparkline
 from voicefallback.stats import RecentStats
 from voicefallback.store import open_store
 
@@ -24,6 +24,9 @@ pytest_plugins = ["tests.conftest_serve"]
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 MINI = "openai:gpt-4o-mini"
 MODELS = [MINI, SONNET, "openai:gpt-4o", "anthropic:claude-3-5-haiku-latest"]
+SHOWN = [SONNET, MINI, "openai:gpt-4o", "anthropic:claude-3-5-haiku-latest"]  # not healthy first
+MAVERICK = "groq:meta-llama/llama-4-maverick-17b-128e-instruct"
+LONG_SESSION = "interview-" + "candidate" * 14
 HOSTILE = '<script>alert("sim")</script><img src=x onerror=alert(1)>'
 CHROMIUM = "/usr/bin/chromium"
 
@@ -74,6 +77,37 @@ def test_sparkline_draws_the_last_24_hours_with_gaps_and_failures(config_file):
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 1  # two runs of points
     assert svg.count('class="fail"') == 1  # the slice where calls failed
     assert 'class="budget"' in svg and "budget 350 ms" in svg and "peak 400 ms" in svg
+    # Every figure far under the budget: the budget line is still drawn, above them.
+    fast = [TtftBucket(now - timedelta(minutes=15), 1, 1, 120)]
+    relaxed = type(model)(model.id, model.provider, model.name, Thresholds(ttft_budget_ms=1500))
+    health = ModelHealth(relaxed, None, "healthy", None, RecentStats(0, 0, None, None, None), None)
+    svg = sparkline(BoardRow(health, [SuccessRate(300, 1, 1)], fast), now)
+    budget_y = float(svg.split('class="budget"')[1].split('y1="')[1].split('"')[0])
+    point_y = float(svg.split('cy="')[1].split('"')[0])
+    assert 0 < budget_y < point_y  # higher on the chart than the 120 ms point
+
+
+def test_models_that_are_not_healthy_come_first_and_are_named_in_the_header(config_file, db_file):
+    registry = load_registry(config_path(None))
+    now = utcnow()
+    failure = ProbeResult(SONNET, False, now, error="overloaded", message="HTTP 529")
+    with open_store(db_file, write=True) as store:
+        for model in registry.models:
+            result = failure if model.id == SONNET else ProbeResult(model.id, True, now, 200, 150)
+            store.record([result], {model.id: model.thresholds}, update=apply_probe)
+    html = render_status_page(status_board(registry.models, db_file, now), "stub")
+    header = html.split("<header>")[1].split("</header>")[0]
+    assert "Not healthy" in header and "anthropic:<wbr>claude-3-5-sonnet-latest" in header
+    assert "unhealthy (overloaded)" in header and "gpt-4o-mini" not in header
+    shown = [part.split('"')[0] for part in html.split('data-model="')[1:]]
+    assert shown == SHOWN
+
+
+def test_the_state_unavailable_page_says_what_is_wrong_once():
+    message = "postgresql://voicefallback@db.internal/state: cannot reach the state database"
+    html = render_unavailable_page(message, utcnow())
+    assert html.count("cannot reach the state database") == 1
+    assert "state unavailable" in html and "Latest fallback events" not in html
 
 
 def _chromium_or_skip() -> None:
@@ -107,7 +141,7 @@ def browser() -> Iterator[Any]:
             launched.close()
 
 
-@pytest.mark.parametrize("width", [375, 1440])
+@pytest.mark.parametrize("width", [390, 1280])
 def test_a_person_reads_the_page_at_phone_and_desktop_width(serve, browser, width):
     server = serve()
     populate(server)
@@ -122,7 +156,9 @@ def test_a_person_reads_the_page_at_phone_and_desktop_width(serve, browser, widt
     cards = page.locator("article.card")
     assert cards.count() == 4
     boxes = []
-    for index, model in enumerate(MODELS):
+    header = page.locator("header").inner_text()
+    assert "Not healthy" in header and SONNET in header and MINI not in header
+    for index, model in enumerate(SHOWN):
         card = cards.nth(index)
         assert card.is_visible()
         assert card.locator(".model").inner_text() == model
@@ -132,12 +168,13 @@ def test_a_person_reads_the_page_at_phone_and_desktop_width(serve, browser, widt
         assert "TTFT p50 / p95 (1 h)" in text and "last error" in text and "status since" in text
         spark = card.locator("svg.spark").bounding_box()
         assert spark is not None and spark["width"] > 200 and spark["height"] > 20
+        assert card.locator("svg.spark line.budget").count() == 1  # on every sparkline
         boxes.append(card.bounding_box())
-    sonnet = cards.nth(1).inner_text()
+    sonnet = cards.nth(0).inner_text()
     assert "overloaded" in sonnet and "0%" in sonnet
-    assert "100%" in cards.nth(0).inner_text()
-    if width == 1440:  # side by side on a desktop...
-        assert len({round(box["y"]) for box in boxes}) == 1
+    assert "100%" in cards.nth(1).inner_text()
+    if width == 1280:  # side by side on a desktop...
+        assert len({round(box["y"]) for box in boxes}) < len(boxes)
     else:  # ...one above the other on a phone
         assert len({round(box["x"]) for box in boxes}) == 1
 
@@ -203,3 +240,73 @@ def test_success_rates_and_last_error_come_from_the_state(config_file, state):
     assert [b.ttft_ms for b in row.series][-1] == 150  # the newest slice: one success at 150
     assert all(b.start.minute % 15 == 0 for b in row.series)
     assert [e.simulation_id for e in board.events] == ["s"]
+
+
+# Where each line of an element's text ends, as the browser laid it out.
+LINE_ENDS = """(element) => {
+  const chars = [], tops = [];
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const node = walker.currentNode;
+    for (let i = 0; i < node.length; i++) {
+      const range = document.createRange();
+      range.setStart(node, i);
+      range.setEnd(node, i + 1);
+      const rect = range.getClientRects()[0];
+      if (rect) { chars.push(node.data[i]); tops.push(rect.top); }
+    }
+  }
+  const ends = [];
+  for (let i = 1; i < chars.length; i++) {
+    if (tops[i] > tops[i - 1] + 1) ends.push(chars.slice(0, i).join(""));
+  }
+  return ends;
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_ids_and_reasons_never_break_mid_word(serve, browser, config_file, width):
+    """A long model id wraps only after ':', '/' or '-'; a reason never wraps; one long
+    session id does not squeeze the rest; a misconfigured card says what the provider said."""
+    config_file.write_text(
+        config_file.read_text()
+        + '\n[providers.groq]\ntype = "openai"\nbase_url = "https://api.groq.com/openai/v1"\n'
+        + f'\n[[models]]\nid = "{MAVERICK}"\nstub = {{ error = "not_found" }}\n'
+    )
+    server = serve()
+    assert server.post("/health/probe").status_code == 200
+    for simulation_id in (LONG_SESSION, "sim-1"):
+        answer = server.post(
+            "/interviews/start",
+            json={"simulationId": simulation_id, "primary": MAVERICK, "fallbacks": [SONNET, MINI]},
+        )
+        assert answer.status_code == 200, answer.text
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(server.url + "/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+    card = page.locator(f'article.card[data-model="{MAVERICK}"]')
+    assert "provider said" in card.inner_text()
+    assert "stub: HTTP 404 model not found" in card.inner_text()
+    ids = page.locator(".id")
+    assert ids.count() > 5
+    for index in range(ids.count()):
+        for end in ids.nth(index).evaluate(LINE_ENDS):
+            assert end[-1] in ":/-", (ids.nth(index).inner_text(), end)
+    reasons = page.locator(".reason")
+    assert reasons.count() == 2
+    for index in range(reasons.count()):
+        assert reasons.nth(index).evaluate(LINE_ENDS) == []
+    assert LONG_SESSION in page.locator("main table").inner_text().replace("\n", "")
+
+
+def test_the_state_unavailable_page_reads_at_phone_width(browser):
+    message = (
+        "postgresql://voicefallback@db-primary.internal.example.com:5432/voicefallback_state:"
+        " cannot reach the state database: connection timed out after 10 s"
+    )
+    page = browser.new_page(viewport={"width": 390, "height": 800})
+    page.set_content(render_unavailable_page(message, utcnow()))
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.locator("body").inner_text().count("cannot reach the state database") == 1
+    assert page.locator('[role="alert"]').is_visible()

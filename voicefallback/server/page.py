@@ -59,7 +59,16 @@ h2 { font-size: 17px; margin: 24px 0 8px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
   padding: 12px 14px; min-width: 0; }
 .head { display: flex; gap: 8px; align-items: flex-start; justify-content: space-between; }
-.model { font-weight: 600; overflow-wrap: anywhere; }
+/* Ids and reasons break only where <wbr> (after ':' and '/') or a hyphen allows, never
+   mid-word; what a caller chose (a session id) may break anywhere, so one long id cannot
+   widen its column and squeeze the others. */
+.id { overflow-wrap: normal; word-break: normal; }
+.model { font-weight: 600; }
+.reason { white-space: nowrap; }
+.session { overflow-wrap: anywhere; }
+.attention { flex-basis: 100%; margin: 4px 0 0; padding: 10px 14px; border-radius: 8px;
+  border: 1px solid var(--bad); background: var(--card); overflow-wrap: anywhere; }
+.attention ul { margin: 4px 0 0; padding-left: 20px; }
 .badge { flex: none; color: #fff; border-radius: 999px; padding: 1px 10px; font-size: 13px;
   font-weight: 600; }
 dl { display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; margin: 10px 0 6px; }
@@ -77,7 +86,7 @@ svg.spark { display: block; width: 100%; height: 48px; margin-top: 6px; }
 table { width: 100%; border-collapse: collapse; background: var(--card);
   border: 1px solid var(--line); border-radius: 8px; }
 th, td { text-align: left; padding: 6px 10px; border-bottom: 1px solid var(--line);
-  vertical-align: top; overflow-wrap: anywhere; }
+  vertical-align: top; }
 th { color: var(--muted); font-weight: 600; font-size: 13px; }
 @media (max-width: 700px) {
   table, tbody, tr, td { display: block; }
@@ -94,13 +103,10 @@ th { color: var(--muted); font-weight: 600; font-size: 13px; }
 <span class="muted">$summary</span>
 <span class="muted">updated <time datetime="$at">$at_text</time>,
 refreshes every ${refresh} s</span>
+$attention
 </header>
 <main>
-<section class="grid" aria-label="models">
-$cards
-</section>
-<h2>Latest fallback events</h2>
-$events
+$main
 </main>
 </body>
 </html>
@@ -112,6 +118,13 @@ NONE = "&ndash;"  # shown where there is nothing to show
 
 def _e(value: object) -> str:
     return escape(str(value), quote=True)
+
+
+def _id(model_id: str) -> str:
+    """A model id, escaped, that may wrap after its ':' and '/' (and hyphens), never mid-word."""
+    return (
+        '<span class="id">' + _e(model_id).replace(":", ":<wbr>").replace("/", "/<wbr>") + "</span>"
+    )
 
 
 def _ms(value: int | None) -> str:
@@ -154,7 +167,7 @@ def sparkline(row: BoardRow, now: datetime) -> str:
     start = now - timedelta(seconds=SERIES_SPAN_S)
     figures = [b.ttft_ms for b in row.series if b.ttft_ms is not None]
     peak = max(figures, default=budget)
-    top = peak * 1.15  # scaled to what was measured; the budget line shows when in range
+    top = max(peak, budget) * 1.15  # the budget line is always in range, whatever was measured
 
     def slot(moment: datetime) -> int:
         return int((moment - start).total_seconds() // (SERIES_BUCKET_MINUTES * 60))
@@ -185,17 +198,14 @@ def sparkline(row: BoardRow, now: datetime) -> str:
         f"first-token time over the last 24 hours: {len(figures)} of {slots} slices with "
         f"successful calls, budget {budget} ms"
     )
-    budget_line = (
-        f'<line class="budget" x1="0" x2="{width}" y1="{y(budget)}" y2="{y(budget)}"/>'
-        if budget <= top
-        else ""
-    )
+    budget_line = f'<line class="budget" x1="0" x2="{width}" y1="{y(budget)}" y2="{y(budget)}"/>'
     return (
         f'<svg class="spark" viewBox="0 0 {width} {height}" preserveAspectRatio="none" '
         f'role="img" aria-label="{_e(label)}"><title>{_e(label)}</title>'
         f"{budget_line}{paths}{''.join(ticks)}</svg>"
         '<div class="axis"><span>24 h ago</span>'
-        f"<span>first token{f', peak {peak} ms' if figures else ''}</span><span>now</span></div>"
+        f"<span>first token{f', peak {peak} ms' if figures else ''}, budget {budget} ms</span>"
+        "<span>now</span></div>"
     )
 
 
@@ -208,18 +218,22 @@ def _card(row: BoardRow, now: datetime) -> str:
         last_error = "none"
     else:
         last_error = f"{_e(failure.error or 'error')} {_ago(failure.at, now)}"
+    # A misconfigured model needs a person: what the provider said tells them what to fix.
+    said = ""
+    if status == "misconfigured" and failure is not None and failure.message:
+        said = f"<dt>provider said</dt><dd>{_e(failure.message)}</dd>"
     rates = "".join(
         f'<span class="rate"><span class="muted">{format_span(r.span_s)}</span> {_rate(r)}</span>'
         for r in row.success
     )
     return f"""<article class="card" data-model="{_e(health.model.id)}">
-<div class="head"><span class="model">{_e(health.model.id)}</span>
+<div class="head"><span class="model">{_id(health.model.id)}</span>
 <span class="badge" style="background:{_BADGE.get(status, "#5f6368")}">{_e(status)}</span></div>
 <dl>
 <dt>TTFT p50 / p95 (1 h)</dt><dd>{_ms(recent.ttft_p50_ms)} / {_ms(recent.ttft_p95_ms)}</dd>
 <dt>success</dt><dd class="rates">{rates}</dd>
 <dt>last error</dt><dd>{last_error}</dd>
-<dt>status since</dt><dd>{_since(health.status_since, now)}</dd>
+{said}<dt>status since</dt><dd>{_since(health.status_since, now)}</dd>
 </dl>
 {sparkline(row, now)}
 </article>"""
@@ -231,17 +245,17 @@ def _events(events: list[FallbackEvent], now: datetime) -> str:
     rows = []
     for event in events:
         passed = ", ".join(
-            f"{_e(c.model)} {_e(c.status)}" + (f" ({_e(c.error)})" if c.error else "")
+            f"{_id(c.model)} {_e(c.status)}" + (f" ({_e(c.error)})" if c.error else "")
             for c in event.candidates
         )
-        chosen = _e(event.chosen) if event.chosen else "<strong>none</strong>"
+        chosen = _id(event.chosen) if event.chosen else "<strong>none</strong>"
         rows.append(
             "<tr>"
             f'<td data-label="when">{_ago(event.at, now)}</td>'
-            f'<td data-label="session">{_e(event.simulation_id)}</td>'
-            f'<td data-label="primary">{_e(event.primary)}</td>'
+            f'<td data-label="session" class="session">{_e(event.simulation_id)}</td>'
+            f'<td data-label="primary">{_id(event.primary)}</td>'
             f'<td data-label="started on">{chosen}</td>'
-            f'<td data-label="why">{_e(event.reason)}</td>'
+            f'<td data-label="why"><span class="reason">{_e(event.reason)}</span></td>'
             f'<td data-label="passed over">{passed}</td>'
             "</tr>"
         )
@@ -252,20 +266,22 @@ def _events(events: list[FallbackEvent], now: datetime) -> str:
 
 
 def render_unavailable_page(message: str, at: datetime) -> str:
-    """The page while the state cannot be read: what is wrong, and it keeps refreshing, so
-    the screen it is left open on comes back by itself."""
+    """The page while the state cannot be read: what is wrong, once, and it keeps refreshing,
+    so the screen it is left open on comes back by itself."""
     return _PAGE.substitute(
         refresh=REFRESH_S,
         title="voicefallback: state unavailable",
-        summary=_e(f"state unavailable: {message}"),
+        summary="state unavailable",
+        attention="",
         at=iso(at),
         at_text=at.strftime("%H:%M:%S UTC"),
-        cards="",
-        events=f'<p class="muted">{_e(message)}</p>',
+        main=f'<p class="attention" role="alert">{_e(message)}</p>',
     )
 
 
 def render_status_page(board: StatusBoard, mode: str) -> str:
+    """Models that are not healthy first, named in the header; then the rest in registry
+    order, then the latest fallback events."""
     counts: dict[str, int] = {}
     for row in board.models:
         counts[row.health.status] = counts.get(row.health.status, 0) + 1
@@ -273,12 +289,28 @@ def render_status_page(board: StatusBoard, mode: str) -> str:
         f"{count} {status}" for status, count in counts.items()
     )
     healthy = counts.get("healthy", 0)
+    rows = sorted(board.models, key=lambda row: row.health.status == "healthy")  # stable
+    down = [row.health for row in rows if row.health.status != "healthy"]
+    attention = ""
+    if down:
+        items = "".join(
+            f"<li>{_id(h.model.id)}: {_e(h.status)}"
+            + (f" ({_e(h.last_failure.error)})" if h.last_failure and h.last_failure.error else "")
+            + "</li>"
+            for h in down
+        )
+        attention = f'<div class="attention"><strong>Not healthy</strong><ul>{items}</ul></div>'
+    cards = "\n".join(_card(row, board.at) for row in rows)
+    main = (
+        f'<section class="grid" aria-label="models">\n{cards}\n</section>\n'
+        f"<h2>Latest fallback events</h2>\n{_events(board.events, board.at)}"
+    )
     return _PAGE.substitute(
         refresh=REFRESH_S,
         title=_e(f"voicefallback: {healthy}/{len(board.models)} healthy"),
         summary=_e(summary),
+        attention=attention,
         at=iso(board.at),
         at_text=board.at.strftime("%H:%M:%S UTC"),
-        cards="\n".join(_card(row, board.at) for row in board.models),
-        events=_events(board.events, board.at),
+        main=main,
     )
