@@ -159,8 +159,18 @@ def fallback_events(
     registry, so a database gets the default connect_timeout_s, unless its URL or
     PGCONNECT_TIMEOUT says otherwise). One row past the page tells whether another follows."""
     with _read(db) as store:
-        events = store.events(simulation_id, since, limit + 1, before=before)
-        total = store.count_events(simulation_id, since)
+        return read_event_page(store, simulation_id, since, limit, before)
+
+
+def read_event_page(
+    store: Store,
+    simulation_id: str | None,
+    since: datetime | None,
+    limit: int,
+    before: int | None = None,
+) -> EventPage:
+    events = store.events(simulation_id, since, limit + 1, before=before)
+    total = store.count_events(simulation_id, since)
     page = events[:limit]
     return EventPage(page, total, limit, page[-1].id if len(events) > limit else None)
 

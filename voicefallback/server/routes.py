@@ -6,7 +6,7 @@ Each one parses, awaits the core (reads run in a worker thread) and answers with
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -15,20 +15,13 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
 from voicefallback import documents
-from voicefallback.config import display_location
 from voicefallback.documents import EVENTS_PAGE
 from voicefallback.durations import format_span, parse_duration, parse_since
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
-from voicefallback.health import status_of
 from voicefallback.records import utcnow
 from voicefallback.redaction import refuse_secret, secrets_from_env
-from voicefallback.reports import (
-    fallback_events,
-    health_report,
-    model_history,
-    model_statuses,
-    status_board,
-)
+from voicefallback.health import status_of
+from voicefallback.reports import read_board, read_event_page, read_health, read_history
 from voicefallback.server import schemas
 from voicefallback.server.responses import (
     ServeSettings,
@@ -42,6 +35,7 @@ from voicefallback.stats import DEFAULT_WINDOW_CALLS, DEFAULT_WINDOW_SPAN_S, Win
 if TYPE_CHECKING:
     from voicefallback.config import Registry
     from voicefallback.router import AsyncSessionRouter
+    from voicefallback.store import Store
 
 
 async def _known_parameters(request: Request) -> None:
@@ -98,14 +92,11 @@ def _settings(request: Request) -> ServeSettings:
     return settings
 
 
-async def _read(request: Request, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """`read(...)` on a worker thread, for at most READ_DEADLINE_S (its thread is left to
-    finish: a blocking driver call cannot be cancelled)."""
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(read, *args, **kwargs), READ_DEADLINE_S)
-    except TimeoutError:
-        where = display_location(_settings(request).db)
-        raise StateUnreachable(f"{where}: no answer within {READ_DEADLINE_S:g} s") from None
+async def _read(request: Request, read: Callable[[Store], T]) -> T:
+    """`read(store)` through the state's owner (its one thread and connection, shared with
+    starts), for at most READ_DEADLINE_S: past it, 503 (busy, or away)."""
+    owner = _router(request).owner
+    return await owner.run(read, read_only=True, wait_s=READ_DEADLINE_S)
 
 
 def _secrets(request: Request) -> list[str]:
@@ -265,8 +256,8 @@ async def probe(
     selected = _select(registry, model, "model")
     started = utcnow()
     probed = await router.probe(selected or None)
-    now = utcnow()
     by_id = {m.id: m for m in registry.models}
+    now = utcnow()
     rows = [
         (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
         for p in probed
@@ -321,7 +312,7 @@ async def health(
         list[str] | None, Query(description="503 if this model is not healthy (repeat).")
     ] = None,
 ) -> Response:
-    router, db = _router(request), _settings(request).db
+    router = _router(request)
     registry = router.registry
     recent = Window(calls=window, span_s=parse_duration(span, "span"))
     now = utcnow()
@@ -334,13 +325,9 @@ async def health(
         since_at = parse_since(since, now, "since") if since is not None else None
         past = await _read(
             request,
-            model_history,
-            one,
-            db,
-            limit=limit or HISTORY_LIMIT,
-            since=since_at,
-            window=recent,
-            now=now,
+            lambda store: read_history(
+                store, one, limit=limit or HISTORY_LIMIT, since=since_at, window=recent, now=now
+            ),
         )
         document = documents.history_json(past)
         # check: as `health --history M --check`, 503 unless the model is healthy
@@ -350,7 +337,7 @@ async def health(
     required = [registry.require(m, "require") for m in dict.fromkeys(require or [])]
     selected = listed or list(registry.models)
     selected += [m for m in required if m not in selected]
-    report = await _read(request, health_report, selected, db, recent, now)
+    report = await _read(request, lambda store: read_health(store, selected, recent, now))
     document = documents.health_json(report)
     gated = [r for r in document["models"] if check or r["model"] in {m.id for m in required}]
     return document_response(document, 503 if any(not r["ok"] for r in gated) else 200)
@@ -382,7 +369,7 @@ async def fallbacks(
 ) -> Response:
     since_at = parse_since(since, utcnow(), "since") if since is not None else None
     page = await _read(
-        request, fallback_events, _settings(request).db, simulation_id, since_at, limit, before
+        request, lambda store: read_event_page(store, simulation_id, since_at, limit, before)
     )
     return document_response(documents.events_json(page))
 
@@ -401,14 +388,10 @@ async def metrics(request: Request) -> Response:
     from voicefallback.metrics import prometheus_text
 
     registry = _router(request).registry
+    now = utcnow()
     report = await _read(
         request,
-        health_report,
-        registry.models,
-        _settings(request).db,
-        Window(),
-        utcnow(),
-        with_event_counts=True,
+        lambda store: read_health(store, registry.models, Window(), now, with_event_counts=True),
     )
     return PlainTextResponse(
         prometheus_text(report), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -427,7 +410,7 @@ async def livez() -> Response:
 
 @api.get(
     "/readyz",
-    summary="Ready to serve: registry loaded and the state file readable",
+    summary="Ready to serve: registry loaded and starts can be recorded",
     response_class=Response,
     responses={
         200: {"model": schemas.Readiness, "description": "Ready."},
@@ -435,18 +418,27 @@ async def livez() -> Response:
     },
 )
 async def readyz(request: Request) -> Response:
+    """Ready while starts can be recorded: the state takes writes, or a database is away
+    and its writes are spooled. 503 (with the reason) when the state itself refuses them:
+    read-only, full, deleted, replaced, newer, or not even the spool takes them."""
     router = _router(request)
-    models = router.registry.models
+    owner = router.owner
     document: dict[str, Any] = {
         "status": "ready",
         "mode": router.mode,
-        "models": len(models),
+        "models": len(router.registry.models),
+        "state": owner.state,
+        "reason": owner.reason,
         "error": None,
     }
-    try:
-        await _read(request, model_statuses, models, _settings(request).db, utcnow())
-    except VoicefallbackError as exc:
-        document.update(status="unready", error=one_line(exc))
+    with contextlib.suppress(VoicefallbackError):  # what it says is in owner.refusing
+        await owner.check(wait_s=READ_DEADLINE_S)
+    why = owner.refusing
+    document.update(state=owner.state, reason=owner.reason)
+    if why is None and owner.state == "busy":
+        why = owner.reason
+    if why is not None:
+        document.update(status="unready", error=why)
         response = document_response(document, 503)
         response.headers["Retry-After"] = "1"  # as every 503 of a busy or away state
         return response
@@ -472,9 +464,8 @@ async def status_page(request: Request) -> Response:
     router = _router(request)
     status = 200
     try:
-        board = await _read(
-            request, status_board, router.registry.models, _settings(request).db, utcnow()
-        )
+        models, now = router.registry.models, utcnow()
+        board = await _read(request, lambda store: read_board(store, models, now))
     except VoicefallbackError as exc:
         if exc.exit_code != 75 and not isinstance(exc, StateUnreachable):
             raise

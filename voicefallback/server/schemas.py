@@ -189,4 +189,7 @@ class Readiness(_Document):
     status: Literal["ready", "unready"]
     mode: Literal["stub", "live"] | None
     models: int | None
+    # up, busy (past a start's wait), away (its writes kept aside), back (writing them in)
+    state: Literal["up", "busy", "away", "back"]
+    reason: str | None  # why the state is not up (ready or not)
     error: str | None

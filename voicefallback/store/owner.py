@@ -109,7 +109,9 @@ class StateOwner:
         why = self._unusable()
         if why is None:
             try:
-                found = await self._call(lambda: self._read_snapshots(ids), self._patience())
+                found = await self._call(
+                    lambda: self._read_snapshots(ids), self._patience(), writes=False
+                )
             except StateError as exc:
                 if self._alone and not isinstance(exc, StateUnreachable | StateBusy):
                     raise  # configuration: said before any provider call is spent
@@ -175,8 +177,18 @@ class StateOwner:
             raise (type(error) if error is not None else StateBusy)(why)
         patience = wait_s if wait_s is not None else self._wait_s if abandon else None
         if read_only:
-            return await self._call(lambda: self._reading(work), patience, hold_on=False)
+            reading = lambda: self._reading(work)  # noqa: E731
+            return await self._call(reading, patience, hold_on=False, writes=False)
         return await self._call(lambda: work(self._open()), patience, hold_on=abandon)
+
+    async def check(self, *, wait_s: float) -> None:
+        """Open the state for writing if it is not open yet (that is what a start needs;
+        nothing is written), raising its error as `run` does; /readyz asks this."""
+        why = self._unusable()
+        if why is not None:
+            error = self._last_error
+            raise (type(error) if error is not None else StateBusy)(why)
+        await self._call(self._open, wait_s, hold_on=False, writes=False)
 
     async def aclose(self) -> None:
         """Close the state within about 2 * CLOSE_WAIT_S, whatever it does: a call still
@@ -228,15 +240,21 @@ class StateOwner:
         return None
 
     async def _call(
-        self, fn: Callable[[], T], patience: float | None, *, hold_on: bool | None = None
+        self,
+        fn: Callable[[], T],
+        patience: float | None,
+        *,
+        hold_on: bool | None = None,
+        writes: bool = True,
     ) -> T:
         """`fn` on the thread (or inline), waiting at most `patience`. Past it the state
         either stopped answering (away: the call is broken off, so the thread is free
         again) or answers and the thread is busy (busy, or waited for with `hold_on`)."""
         if self._thread is None:
-            return self._guarded(fn)
+            return self._guarded(fn, writes)
         hold_on = self._alone if hold_on is None else hold_on
-        handed = asyncio.get_running_loop().run_in_executor(self._thread, self._guarded, fn)
+        loop = asyncio.get_running_loop()
+        handed = loop.run_in_executor(self._thread, self._guarded, fn, writes)
         try:
             if patience is None:
                 return await handed
@@ -280,7 +298,10 @@ class StateOwner:
 
     # -- on the thread ----------------------------------------------------------------------
 
-    def _guarded(self, fn: Callable[[], T]) -> T:
+    def _guarded(self, fn: Callable[[], T], writes: bool) -> T:
+        """`fn`, its outcome told to the outage policy. A read that succeeds shows only that
+        the state answers (an outage is over), not that it takes writes again (a full disk
+        or a read-only file): only a write does."""
         try:
             value = fn()
         except StateBusy:
@@ -290,7 +311,8 @@ class StateOwner:
                 self._close()  # not used again: the next call reconnects, or reopens
             self._failed(exc)
             raise
-        self.outage.answered()
+        if writes or self._last_error is None or isinstance(self._last_error, StateUnreachable):
+            self.outage.answered()
         return value
 
     def _open(self) -> Store:
@@ -339,7 +361,7 @@ class StateOwner:
         """An away state, tried again in the background: reached, what was kept aside is
         written in before the next start uses it."""
         with contextlib.suppress(StateError):  # still away: _guarded recorded why
-            self._guarded(lambda: self.outage.write_in(self._open(), self._update))
+            self._guarded(lambda: self.outage.write_in(self._open(), self._update), True)
 
     def _close(self) -> None:
         if self._store is not None:
