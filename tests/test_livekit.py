@@ -78,7 +78,9 @@ def test_a_primary_with_nothing_to_say_is_hedged_at_its_budget(fleet, primary):
     # fallback starts at the primary's budget and answers; the primary is closed at once.
     [got] = asyncio.run(session(fleet, [primary, OK], timeout_s=5))
     assert (got.text, got.served_by, got.error) == (ANSWER, OK, None)
-    assert fleet.rows() == [(primary, "session", False, "over_budget"), (OK, "session", True, None)]
+    assert sorted(fleet.rows()) == sorted(
+        [(primary, "session", False, "over_budget"), (OK, "session", True, None)]
+    )
 
 
 def test_the_primarys_late_token_beats_a_slower_hedge(fleet):
@@ -105,7 +107,9 @@ def test_the_primarys_late_token_beats_a_slower_hedge(fleet):
 def test_a_failing_primary_moves_on_at_once_and_says_why(fleet, primary, kind):
     [got] = asyncio.run(session(fleet, [primary, OK]))
     assert (got.text, got.served_by, got.error) == (ANSWER, OK, None)
-    assert fleet.rows() == [(primary, "session", False, kind), (OK, "session", True, None)]
+    assert sorted(fleet.rows()) == sorted(
+        [(primary, "session", False, kind), (OK, "session", True, None)]
+    )
 
 
 def test_a_model_found_down_is_not_asked_again_on_the_next_turn(fleet):
