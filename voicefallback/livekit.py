@@ -51,7 +51,7 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
     (`TurnServed`).
     """
 
-    def __init__(self, router: AsyncSessionRouter, llms: Mapping[str, llm.LLM | None]) -> None:
+    def __init__(self, router: AsyncSessionRouter, llms: Mapping[str, llm.LLM[Any] | None]) -> None:
         """`llms`: registered model id -> the framework LLM that calls it, in the operator's
         order of preference (None: a model that cannot be called, such as a missing key)."""
         super().__init__()
@@ -72,7 +72,7 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
         """
         if isinstance(model_ids, str):
             raise ValueError("HealthAwareLLM: a list of model ids, not one string")
-        members: dict[str, llm.LLM | None] = {}
+        members: dict[str, llm.LLM[Any] | None] = {}
         missing: dict[str, tuple[ErrorKind, str]] = {}
         for model_id in model_ids:
             model = router.registry.require(model_id, "HealthAwareLLM")
@@ -130,7 +130,7 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
 
     # -- inside ------------------------------------------------------------------------------
 
-    def _members(self) -> list[llm.LLM]:
+    def _members(self) -> list[llm.LLM[Any]]:
         return [member for member in self._llms.values() if member is not None]
 
     def _on_metrics_collected(self, *args: Any, **kwargs: Any) -> None:
@@ -232,7 +232,7 @@ class HealthAwareStream(llm.LLMStream):
             pass
 
     async def _attempt(
-        self, member: llm.LLM, attempt: Attempt, queue: asyncio.Queue[llm.ChatChunk | None]
+        self, member: llm.LLM[Any], attempt: Attempt, queue: asyncio.Queue[llm.ChatChunk | None]
     ) -> ProbeResult:
         options = dataclasses.replace(
             self._conn_options, max_retry=0, timeout=attempt.model.thresholds.timeout_s
@@ -273,7 +273,7 @@ def _note(attempt: Attempt, chunk: llm.ChatChunk) -> None:
         attempt.tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
 
 
-def _plugin_llm(model: Model, key: str) -> llm.LLM:
+def _plugin_llm(model: Model, key: str) -> llm.LLM[Any]:
     provider = model.provider
     base_url = provider.base_url or NOT_GIVEN
     if provider.type == "anthropic":

@@ -58,7 +58,7 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
     model flips (unhealthy or misconfigured, or usable again).
     """
 
-    def __init__(self, router: AsyncSessionRouter, llms: Mapping[str, LLMService]) -> None:
+    def __init__(self, router: AsyncSessionRouter, llms: Mapping[str, LLMService[Any]]) -> None:
         """`llms`: registered model id -> the Pipecat LLM service that calls it, in the
         operator's order of preference."""
         self._book = TurnBook(router, list(llms), "HealthAwareLLMSwitcher")
@@ -82,7 +82,7 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
         key is missing is left out, with a warning)."""
         if isinstance(model_ids, str):
             raise ValueError("HealthAwareLLMSwitcher: a list of model ids, not one string")
-        services: dict[str, LLMService] = {}
+        services: dict[str, LLMService[Any]] = {}
         for model_id in model_ids:
             model = router.registry.require(model_id, "HealthAwareLLMSwitcher")
             key, unusable = read_key(model.provider)
@@ -275,7 +275,7 @@ def _note(attempt: Attempt, frame: Frame) -> None:
         attempt.tool_call()
 
 
-def _service(model: Model, key: str) -> LLMService:
+def _service(model: Model, key: str) -> LLMService[Any]:
     provider = model.provider
     if provider.type == "anthropic":
         from anthropic import AsyncAnthropic
