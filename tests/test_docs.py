@@ -4,6 +4,7 @@ the README documents every command and every option its `--help` shows."""
 from __future__ import annotations
 
 import inspect
+import json
 import re
 
 import pytest
@@ -11,6 +12,8 @@ import typer
 
 from tests.conftest import REPO
 from voicefallback.cli import app
+
+pytest_plugins = ["tests.conftest_serve"]
 
 ROOT = typer.main.get_command(app)
 # Every command, and every subcommand of a group ("state copy"), by the words that run it.
@@ -157,3 +160,16 @@ def test_root_options_are_in_the_readme_opening(bare_cli):
     assert all(mentioned(option, help_text) for option in options)
     missing = [o for o in options if not mentioned(o, OPENING)]
     assert not missing, f"root options in --help but not in the README's opening: {missing}"
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_describes_the_tool_not_its_history(name):
+    """Help says what a command or option is; which service it replaced is no help."""
+    texts = [ALL[name].help or ""] + [getattr(p, "help", None) or "" for p in ALL[name].params]
+    assert not [t for t in texts if "old service" in t.lower()], name
+
+
+def test_the_openapi_document_describes_the_api_not_its_history(serve):
+    document = serve().get("/openapi.json").json()
+    assert "old service" not in json.dumps(document).lower()
+    assert "start voice sessions" in document["info"]["description"]

@@ -1,4 +1,4 @@
-"""`serve`: the old service's HTTP API and the status page, as one warm process."""
+"""`serve`: the HTTP API and the status page, as one warm process."""
 
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def serve(
         bool, typer.Option("--json", help="Log one JSON object per line on stderr.")
     ] = False,
 ) -> None:
-    """Serve the HTTP API (the old service's routes) and a status page until SIGTERM.
+    """Serve the HTTP API (probe, health, start, fallbacks) and a status page until SIGTERM.
 
     Example: voicefallback serve --port 3000 --probe-every 1m
     """

@@ -58,7 +58,8 @@ def start(
         typer.Option(
             "--body",
             metavar="JSON|@FILE|-",
-            help="The old service's JSON request body: inline, @FILE, or - for stdin.",
+            help="The start request as one JSON object (simulationId, primary, fallbacks and "
+            "any keys the opening call needs): inline, @FILE, or - for stdin.",
             show_default=False,
         ),
     ] = None,

@@ -1,1 +1,1 @@
-"""`voicefallback serve`: the old service's HTTP API and a status page (the `serve` extra)."""
+"""`voicefallback serve`: the HTTP API and a status page (the `serve` extra)."""

@@ -127,8 +127,8 @@ def _openapi(app: FastAPI, router: AsyncSessionRouter, token: str | None) -> dic
     schema = get_openapi(
         title="voicefallback",
         version=__version__,
-        description="The old voice-session service's API over the voicefallback core: "
-        "bodies are the CLI's --json documents.",
+        description="Probe LLMs, read their health, start voice sessions on a healthy model "
+        "and list the fallbacks taken. Bodies are the CLI's --json documents.",
         routes=app.routes,
     )
     ids = [m.id for m in registry.models]

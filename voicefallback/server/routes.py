@@ -130,7 +130,7 @@ START_BODY = {
                     },
                 },
                 "additionalProperties": True,
-                "description": "The old service's body; every key reaches the opening call "
+                "description": "The start request; every key reaches the opening call "
                 "and comes back as agent.received_config. At most 256 KiB.",
             },
             "example": {
