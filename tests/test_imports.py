@@ -14,6 +14,7 @@ from tests.conftest import SHIPPED_CONFIG
 
 SDKS = ["openai", "anthropic", "httpx", "httpx2", "pydantic"]
 WEB = ["fastapi", "starlette", "uvicorn", "uvloop", "httptools"]  # `serve` alone imports them
+FRAMEWORKS = ["livekit", "pipecat"]  # only voicefallback.livekit / .pipecat import them
 REPORT = """
 import json, sys
 from voicefallback.cli import main
@@ -58,7 +59,7 @@ def imported(args: list[str], watched: list[str], env: dict[str, str]) -> list[s
     [["health", "--json"], ["fallbacks", "--json"], ["probe", "--json"], [*START, "--json"]],
 )
 def test_stub_and_read_commands_import_no_provider_sdk_nor_the_web_stack(args, tmp_path):
-    assert imported(args, [*SDKS, *WEB], environment(tmp_path)) == []
+    assert imported(args, [*SDKS, *WEB, *FRAMEWORKS], environment(tmp_path)) == []
 
 
 @pytest.mark.parametrize(
@@ -88,3 +89,24 @@ def test_read_commands_start_no_event_loop(args, tmp_path):
 def test_the_guard_sees_what_a_table_imports(tmp_path):
     """Without --json the table needs rich: proof the guard above can fail."""
     assert imported(["health"], ["rich"], environment(tmp_path)) == ["rich"]
+
+
+@pytest.mark.parametrize(
+    ("module", "frameworks"),
+    [
+        ("voicefallback", []),
+        ("voicefallback.router", []),
+        ("voicefallback.turns", []),
+        ("voicefallback.livekit", ["livekit"]),  # proof the guard can see one
+        ("voicefallback.pipecat", ["pipecat"]),
+    ],
+)
+def test_the_library_imports_a_voice_framework_only_in_its_binding(module, frameworks):
+    code = (
+        f"import sys, {module}; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & {set(FRAMEWORKS)!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert json.loads(done.stdout.strip().replace("'", '"')) == frameworks
