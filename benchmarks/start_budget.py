@@ -14,6 +14,17 @@ The difference is what deciding costs a session. Both runs import the same SDK a
 same opening call, so those cancel out. Target (issue 10): difference <= the largest
 ttft_budget_ms among the K + 300 ms. The old sequential behaviour would cost K x timeout_s.
 
+Then the decisions of issue 16, in process, each against a baseline from the same run:
+
+- slow primary (first token at 3 x budget) + dead fallback (503), both never probed: the
+  session starts, in about the slow model's own opening call (baseline: the same start with
+  the slow model known healthy);
+- dead primary (401) + slow never-probed fallback: one call, about the fallback's own opening
+  call (baseline: the same), not two;
+- cold dead primary (503) + healthy fallback whose answer streams for a second:
+  `AsyncSessionRouter.choose` decides at the fallback's first token (baseline: the same choice
+  with fresh evidence, which makes no call), not at the end of its answer.
+
     python benchmarks/start_budget.py [--runs 3] [--budget-ms 500] [--timeout-s 10]
 
 Evidence is seeded through voicefallback's own store API before each run (untimed), in a new
@@ -44,7 +55,7 @@ from voicefallback.config import load_registry  # noqa: E402
 from voicefallback.health import apply_probe  # noqa: E402
 from voicefallback.records import ProbeResult, utcnow  # noqa: E402
 from voicefallback.routing import start_session  # noqa: E402
-from voicefallback.sessions import build_request  # noqa: E402
+from voicefallback.sessions import CLI_NAMES, build_request  # noqa: E402
 from voicefallback.store import open_store  # noqa: E402
 
 KEY_ENV = "VOICEFALLBACK_BENCH_KEY"
@@ -120,7 +131,7 @@ def in_process(config: Path, db: Path, k: int) -> float:
     what deciding and the opening call cost, without the process around them."""
     models = [*hanging(k), HEALTHY]
     registry = load_registry(config)
-    request = build_request({}, "bench", models[0], models[1:])
+    request = build_request({}, "bench", models[0], models[1:], CLI_NAMES)
     began = time.perf_counter()
     outcome = asyncio.run(start_session(registry, db, "live", request))
     elapsed = time.perf_counter() - began
@@ -188,6 +199,7 @@ def main() -> int:
             for k in args.k:
                 rows.append(measure(work, url, k, args, env))
                 print(f"... K={k}", file=sys.stderr, flush=True)
+        decisions = decision_rows(url, args)
     finally:
         process.terminate()
         process.wait(5)
@@ -223,7 +235,94 @@ def main() -> int:
         f" sequential probing would add about K x {args.timeout_s:g} s\n"
         "over_budget: hanging models whose just-in-time probe was recorded as over_budget"
     )
+    print(f"\ndecisions (in process, median of {args.runs} runs; B = {args.budget_ms} ms):")
+    print(f"{'case':<58} {'time':>8} {'baseline':>9} {'ratio':>6}  calls  target")
+    for case, took, base, calls, target, ok in decisions:
+        failed = failed or not ok
+        print(
+            f"{case:<58} {took:>5.0f} ms {base:>6.0f} ms {took / base:>6.2f}  {calls:>5}"
+            f"  {target} {'pass' if ok else 'FAIL'}"
+        )
     return 1 if failed else 0
+
+
+def decision_rows(
+    url: str, args: argparse.Namespace
+) -> list[tuple[str, float, float, int, str, bool]]:
+    """The three decisions of issue 16, each timed against its baseline in the same run."""
+    from voicefallback import AsyncSessionRouter
+
+    budget = args.budget_ms
+    slow = f"p:ttft-{3 * budget}"
+    long_answer = "p:ttft-100+tokens-20+gap-50"
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vf-bench-decide-") as tmp:
+        work = Path(tmp)
+        config = work / "d.toml"
+        lines = [
+            "[settings]", 'mode = "live"', f"timeout_s = {args.timeout_s}",
+            f"ttft_budget_ms = {budget}", "", "[providers.p]", 'type = "openai"',
+            f'api_key_env = "{KEY_ENV}"', f'base_url = "{url}/v1"', "",
+        ]  # fmt: skip
+        for model in (slow, "p:status-503", "p:status-401", long_answer):
+            lines += ["[[models]]", f'id = "{model}"', ""]
+        config.write_text("\n".join(lines))
+        registry = load_registry(config)
+
+        def start(db: Path, primary: str, fallbacks: list[str]) -> tuple[float, int]:
+            request = build_request({}, "bench", primary, fallbacks, CLI_NAMES)
+            began = time.perf_counter()
+            outcome = asyncio.run(start_session(registry, db, "live", request))
+            elapsed = (time.perf_counter() - began) * 1000
+            if outcome.chosen is None:
+                raise SystemExit(f"nothing started: {outcome.error}")
+            with open_store(db, write=False) as store:
+                calls = store.counts()["probes"]
+            return elapsed, calls
+
+        def known(db: Path, *models: str) -> None:
+            """Fresh evidence, true to each model: a 503 failed, the others answered."""
+            with open_store(db, write=True) as store:
+                for model in models:
+                    if "status-" in model:
+                        result = ProbeResult(model, False, utcnow(), 5, error="overloaded")
+                    else:
+                        result = ProbeResult(model, True, utcnow(), 100, 100, kind="session")
+                    store.record([result], {model: registry.require(model, "m").thresholds},
+                                 update=apply_probe)  # fmt: skip
+
+        def choose(db: Path) -> float:
+            async def once() -> float:
+                async with AsyncSessionRouter(config=config, db=db) as router:
+                    began = time.perf_counter()
+                    outcome = await router.choose("bench", "p:status-503", [long_answer])
+                    elapsed = (time.perf_counter() - began) * 1000
+                    assert outcome.chosen == long_answer, outcome
+                    return elapsed
+
+            return asyncio.run(once())
+
+        samples: dict[str, list[tuple[float, float, int]]] = {"1": [], "2": [], "3": []}
+        for run in range(args.runs):
+            known(known_slow := work / f"b1-{run}.db", slow)
+            base, _ = start(known_slow, slow, [])
+            took, calls = start(work / f"c1-{run}.db", slow, ["p:status-503"])
+            samples["1"].append((took, base, calls))
+            took, calls = start(work / f"c2-{run}.db", "p:status-401", [slow])
+            samples["2"].append((took, base, calls - 1))  # the 401 is the other call
+            known(fresh := work / f"b3-{run}.db", "p:status-503", long_answer)
+            base3 = choose(fresh) + 100  # a choice on fresh evidence, then the first token
+            samples["3"].append((choose(work / f"c3-{run}.db"), base3, 1))
+        for key, case, target, limit in (
+            ("1", f"{slow} + dead fallback, never probed: starts", "~1x", 1.25),
+            ("2", f"401 + {slow} never probed: one call", "~1x, not 2x", 1.25),
+            ("3", "cold 503 + fallback streaming 1 s: choose at first token", "~1x", 3.0),
+        ):
+            took = statistics.median(t for t, _, _ in samples[key])
+            base = statistics.median(b for _, b, _ in samples[key])
+            calls = max(c for _, _, c in samples[key])
+            rows.append((case, took, base, calls, target, took / base <= limit))
+    return rows
 
 
 def over_budget_rows(db: Path, k: int) -> int:

@@ -194,3 +194,29 @@ def test_a_reloaded_registry_closes_the_connections_of_the_one_it_replaced(tmp_p
             return connections()
 
     assert asyncio.run(scenario()) <= 1
+
+
+def test_entering_a_router_imports_the_sdks_and_builds_the_clients_before_any_session(
+    tmp_path, fake_provider
+):
+    """The first session must not pay for the SDK import (seconds for some SDKs)."""
+    import subprocess
+    import sys
+
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ok")
+    script = f"""
+import asyncio, sys
+from voicefallback import AsyncSessionRouter
+
+async def main():
+    async with AsyncSessionRouter(config={str(config)!r}, db={str(tmp_path / "s.db")!r}):
+        print("openai" in sys.modules)
+
+print("openai" in sys.modules)
+asyncio.run(main())
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
+    assert fake_provider.received() == []  # warming makes no call

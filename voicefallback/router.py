@@ -211,6 +211,7 @@ class AsyncSessionRouter:
         self._adapters.retire()
         self.registry = registry
         self._adapters = Adapters(self.mode, registry.key_env_names(), self._concurrency)
+        self._state.spawn(self.warm())  # the new pool's clients, before a session needs them
 
     @property
     def owner(self) -> StateOwner:
@@ -382,6 +383,7 @@ class SessionRouter:
     ) -> None:
         self._router = AsyncSessionRouter(config, db, mode)
         self._loop = asyncio.Runner()
+        self._loop.run(self._router.warm())
         self.registry = self._router.registry
         self.mode = self._router.mode
 
