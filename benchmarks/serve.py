@@ -11,6 +11,10 @@ the baseline is `GET /livez` (no work at all) under the same load, and a process
 session (`voicefallback start`). Live: the fake provider answers with its first token
 after 200 ms; what is judged is the HTTP answer time minus the `agent.latencyMs` the
 response reports (the provider's own time), at 20 concurrent clients.
+Slow clients: 1,000 connections that send their headers one byte a second stay open while
+one client makes starts, each on a new connection; its p99 against the same starts with no
+slow connection open. Event loop: the stub starts again on asyncio's own loop, against
+uvloop (what `serve` uses where it is installed).
 Not part of the test suite: timings on a shared 2-core machine are noisy.
 """
 
@@ -47,14 +51,38 @@ def vf(*args: str) -> list[str]:
     return [PY, "-m", "voicefallback", *args]
 
 
-class Server:
-    """`voicefallback serve --port 0`, its log in a file (a pipe could fill and stall it)."""
+def limit_files(files: int) -> None:
+    """An open-file limit of `files`, soft and hard, as a unit's LimitNOFILE sets it."""
+    import resource
 
-    def __init__(self, env: dict[str, str], log: Path, *args: str) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (files, files))
+
+
+class Server:
+    """`voicefallback serve --port 0`, its log in a file (a pipe could fill and stall it);
+    with `uvloop=False`, on asyncio's own loop (uvloop hidden from the import system)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log: Path,
+        *args: str,
+        uvloop: bool = True,
+        files: int | None = None,
+    ) -> None:
         self.log = log
+        command = vf("serve", "--port", "0", *args)
+        if not uvloop:
+            hide = "import sys; sys.modules['uvloop'] = None; import runpy; sys.argv = "
+            hide += repr(["voicefallback", *command[3:]])
+            command = [PY, "-c", hide + "; runpy.run_module('voicefallback', run_name='__main__')"]
         with open(log, "w") as handle:
             self.process = subprocess.Popen(
-                vf("serve", "--port", "0", *args), env=env, stderr=handle, stdin=subprocess.DEVNULL
+                command,
+                env=env,
+                stderr=handle,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=None if files is None else lambda: limit_files(files),
             )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -231,6 +259,152 @@ def bench_stub(work: Path, starts: int) -> list[Row]:
     ]
 
 
+async def one_start_each(
+    url: str, starts: int, prefix: str, expect: bytes = b"HTTP/1.1 200 "
+) -> list[float]:
+    """`starts` starts one after another, each on a new connection; client ms of each."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    spent = []
+    for index in range(starts):
+        data = json.dumps({"simulationId": f"{prefix}-{index}", "primary": SONNET}).encode()
+        began = time.perf_counter()
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /interviews/start HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        answer = await reader.read()
+        spent.append((time.perf_counter() - began) * 1000)
+        writer.close()
+        assert answer.startswith(expect), answer[:200]
+    return spent
+
+
+async def with_slow_clients(
+    url: str, slow: int, starts: int, expect: bytes = b"HTTP/1.1 200 "
+) -> tuple[list[float], int]:
+    """Good starts while `slow` connections trickle their headers a byte a second; the good
+    starts' times, and how many slow connections were still open at the end."""
+    host, _, port = url.removeprefix("http://").partition(":")
+    writers = []
+    for _ in range(slow):
+        writers.append((await asyncio.open_connection(host, int(port)))[1])
+    for writer in writers:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+
+    async def trickle() -> None:
+        while True:
+            await asyncio.sleep(1)
+            for writer in writers:
+                if not writer.is_closing():
+                    writer.write(b"a")
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        spent = await one_start_each(url, starts, "slow", expect)
+    finally:
+        dripping.cancel()
+    still_open = sum(1 for w in writers if not w.is_closing() and not w.transport.is_closing())
+    for writer in writers:
+        writer.close()
+    return spent, still_open
+
+
+def bench_slow_clients(work: Path, starts: int) -> list[Row]:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1500 <= hard:  # this process holds the slow connections
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    config = work / "models.toml"
+    shutil.copy(REPO / "models.toml", config)
+    env = os.environ | {"VOICEFALLBACK_CONFIG": str(config), "VOICEFALLBACK_DB": str(work / "s.db")}
+    server = Server(env, work / "slow.log", "--read-timeout", "30s")
+    try:
+        asyncio.run(one_start_each(server.url, 50, "warm"))
+        alone = asyncio.run(one_start_each(server.url, starts, "alone"))
+        crowded, still_open = asyncio.run(with_slow_clients(server.url, 1000, starts))
+    finally:
+        server.stop()
+    # At systemd's default 1,024 open files, 1,100 slow connections are past what serve
+    # takes: a new one is refused at once (503), and the log says so once.
+    server = Server(env, work / "full.log", "--read-timeout", "30s", files=1024)
+    try:
+        full, _ = asyncio.run(with_slow_clients(server.url, 1100, starts, b"HTTP/1.1 503 "))
+    finally:
+        server.stop()
+    lines = server.log.read_text().splitlines()
+    refusing = sum(1 for line in lines if "refusing new connections" in line)
+    p99, base = quantile(crowded, 0.99), quantile(alone, 0.99)
+    return [
+        (
+            "a start on a new connection, 1,000 slow connections open: p99",
+            f"{p99:.1f} ms",
+            p99 / base,
+            f"no slow connection: p99 {base:.1f} ms; {still_open} of 1,000 still open at the"
+            " end; target < 50 ms",
+        ),
+        (
+            "  the same, p50",
+            f"{statistics.median(crowded):.1f} ms",
+            statistics.median(crowded) / statistics.median(alone),
+            f"no slow connection: p50 {statistics.median(alone):.1f} ms",
+        ),
+        (
+            "  1,100 slow connections at 1,024 open files: a new one refused (503), p99",
+            f"{quantile(full, 0.99):.1f} ms",
+            quantile(full, 0.99) / base,
+            f"log: {len(lines)} lines in all, {refusing} saying it refuses",
+        ),
+    ]
+
+
+def bench_loops(work: Path, starts: int) -> list[Row]:
+    """The same stub starts on asyncio's loop and on uvloop's, one server after the other."""
+    figures = {}
+    for uvloop in (True, False):
+        config = work / "models.toml"
+        shutil.copy(REPO / "models.toml", config)
+        name = "uvloop" if uvloop else "asyncio"
+        env = os.environ | {
+            "VOICEFALLBACK_CONFIG": str(config),
+            "VOICEFALLBACK_DB": str(work / f"{name}.db"),
+        }
+        server = Server(env, work / f"{name}.log", uvloop=uvloop)
+        assert f"; {name}," in server.log.read_text(), server.log.read_text()
+        try:
+
+            def body(index: int, name: str = name) -> tuple[str, str, Any]:
+                return (
+                    "POST",
+                    "/interviews/start",
+                    {"simulationId": f"{name}-{index}", "primary": SONNET},
+                )
+
+            asyncio.run(load(server.url, 100, 10, body))
+            results, wall = asyncio.run(load(server.url, starts, 50, body))
+        finally:
+            server.stop()
+        assert all(status == 200 for status, *_ in results)
+        figures[name] = ([s for _, s, _, _ in results], starts / wall)
+    (uv, uv_rate), (plain, plain_rate) = figures["uvloop"], figures["asyncio"]
+    return [
+        (
+            "stub starts at 50 clients on uvloop: server-side p50",
+            f"{statistics.median(uv):.2f} ms",
+            statistics.median(uv) / statistics.median(plain),
+            f"asyncio's own loop: {statistics.median(plain):.2f} ms",
+        ),
+        (
+            "  throughput",
+            f"{uv_rate:.0f} req/s",
+            uv_rate / plain_rate,
+            f"asyncio's own loop: {plain_rate:.0f} req/s",
+        ),
+    ]
+
+
 def bench_live(work: Path, starts: int) -> list[Row]:
     with FakeProvider() as fake:
         config = work / "live.toml"
@@ -302,15 +476,22 @@ def bench_live(work: Path, starts: int) -> list[Row]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parts = ("stub", "live", "slow", "loops")
+    parser.add_argument("--only", choices=parts, action="append", help="run only these parts")
     args = parser.parse_args()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="vf-serve-bench-") as tmp:
         work = Path(tmp)
         os.environ.pop("VOICEFALLBACK_MODE", None)
-        print("... stub", file=sys.stderr, flush=True)
-        rows += bench_stub(work, 500 if args.quick else 2000)
-        print("... live", file=sys.stderr, flush=True)
-        rows += bench_live(work, 100 if args.quick else 400)
+        benches: dict[str, Callable[[], list[Row]]] = {
+            "stub": lambda: bench_stub(work, 500 if args.quick else 2000),
+            "live": lambda: bench_live(work, 100 if args.quick else 400),
+            "slow": lambda: bench_slow_clients(work, 100 if args.quick else 300),
+            "loops": lambda: bench_loops(work, 500 if args.quick else 2000),
+        }
+        for part in args.only or parts:
+            print(f"... {part}", file=sys.stderr, flush=True)
+            rows += benches[part]()
     print(
         f"\nvoicefallback serve benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores,"
         f" Python {sys.version.split()[0]}\n"

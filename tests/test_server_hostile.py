@@ -208,7 +208,8 @@ def test_history_with_check_is_503_when_the_model_is_not_healthy(serve):
 def test_readyz_503_says_when_to_retry(serve, db_file):
     server = serve()
     server.post("/health/probe")  # the state file exists
-    db_file.write_bytes(b"not a database, and not ours" * 100)
+    db_file.unlink()  # starts cannot be recorded any more, as the next one finds
+    server.post("/interviews/start", json={"simulationId": "s", "primary": MINI})
     unready = server.get("/readyz")
     assert unready.status_code == 503 and unready.json()["status"] == "unready"
     assert unready.headers["retry-after"] == "1"

@@ -15,6 +15,10 @@ MAX_HEAD_BYTES = 64 * 1024  # request line and headers; nginx's default is 32 Ki
 # Open files kept free for what serving needs besides client connections: the state file or
 # database, provider connection pools, the listening socket, stdio.
 RESERVED_FILES = 64
+# A refused connection stays open until the client's first bytes have been read (closing
+# with bytes unread resets the connection, and the 503 with it), this long at most; at most
+# half the reserve is spent so.
+REFUSED_LINGER_S = 1.0
 
 
 @dataclass
@@ -25,6 +29,7 @@ class Limits:
     read_timeout_s: float = READ_TIMEOUT_S
     max_connections: int = 1 << 20
     refused: int = 0
+    lingering: int = 0  # refused connections still open, see REFUSED_LINGER_S
 
     def refuse(self, open_now: int) -> None:
         if self.refused == 0:
@@ -100,6 +105,8 @@ def protocol_class(limits: Limits) -> type[asyncio.Protocol]:
             self._in_head = False  # between a request's first byte and its last header
             self._head_bytes = 0
             self._answered = False  # by the edge: what the client still sends is dropped
+            self._refused: asyncio.WriteTransport | None = None  # answered 503, closing
+            self._lingering: asyncio.TimerHandle | None = None  # its close at the latest
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             open_now = len(self.connections)
@@ -108,13 +115,23 @@ def protocol_class(limits: Limits) -> type[asyncio.Protocol]:
                 self._answered = True
                 writable = cast(asyncio.WriteTransport, transport)  # uvloop's is no subclass
                 writable.write(BUSY)
-                writable.close()
+                if limits.lingering >= RESERVED_FILES // 2:
+                    writable.close()
+                    return
+                limits.lingering += 1
+                self._refused = writable
+                loop = asyncio.get_running_loop()
+                self._lingering = loop.call_later(REFUSED_LINGER_S, writable.close)
                 return
             limits.accept(open_now)
             super().connection_made(transport)  # type: ignore[arg-type]
             self._arm()  # a connection that never sends a byte is closed too
 
         def connection_lost(self, exc: Exception | None) -> None:
+            if self._lingering is not None:
+                self._lingering.cancel()
+                self._lingering = None
+                limits.lingering -= 1
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
@@ -122,6 +139,9 @@ def protocol_class(limits: Limits) -> type[asyncio.Protocol]:
                 super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
+            if self._refused is not None:  # its request is read: closing resets nothing
+                self._refused.close()
+                return
             if self._answered:
                 return  # read and dropped until the client closes or the deadline passes
             super().data_received(data)
