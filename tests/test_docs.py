@@ -79,7 +79,7 @@ def test_root_help_lists_every_command_with_its_summary(bare_cli):
 
 
 def test_every_command_accepts_config_db_and_json():
-    """SPEC: every subcommand accepts --config, --db and --json."""
+    """README "Files": every command accepts --config, --db and --json."""
     for name in LEAVES:
         options = {opt for p in ALL[name].params for opt in p.opts}
         assert {"--config", "--db", "--json"} <= options, name
@@ -173,3 +173,15 @@ def test_the_openapi_document_describes_the_api_not_its_history(serve):
     document = serve().get("/openapi.json").json()
     assert "old service" not in json.dumps(document).lower()
     assert "start voice sessions" in document["info"]["description"]
+
+
+def test_code_cites_the_readme_not_a_document_outside_the_repository():
+    outside = "SP" + "EC"  # spelled so that this file does not cite it either
+    citing = [
+        f"{path.relative_to(REPO)}:{number}"
+        for folder in ("voicefallback", "tests", "benchmarks", "scripts")
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(rf"\b{outside}\b", line)
+    ]
+    assert not citing, f"cite the README instead: {citing}"

@@ -1,4 +1,4 @@
-"""Failures classified into SPEC's error kinds; messages cut to one redacted line."""
+"""Failures classified into the error kinds (README "Health"); messages cut to one redacted line."""
 
 from __future__ import annotations
 

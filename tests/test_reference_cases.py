@@ -1,4 +1,4 @@
-"""SPEC's reference cases A, B, C on the shipped models.toml, through the CLI."""
+"""The reference cases A, B, C (README "`start`") on the shipped models.toml, through the CLI."""
 
 from __future__ import annotations
 

@@ -88,7 +88,7 @@ def health_row(row: ModelHealth, now: datetime) -> dict[str, Any]:
         "consecutiveFailures": snapshot.consecutive_failures if snapshot else 0,
         "lastError": snapshot.last_error if snapshot else None,
         "stub": snapshot.stub if snapshot else None,
-        # Beyond SPEC: what the verdict rests on.
+        # What the verdict rests on (README "`health`"), beside the snapshot's fields.
         "statusSince": _time(row.status_since),
         "recent": {
             "probes": recent.calls,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-# SPEC "Health": every failure is one of these kinds. `over_budget`: no first token within
+# README "Health": every failure is one of these kinds. `over_budget`: no first token within
 # ttft_budget_ms on the start path (abandoned); `stalled`: a real session's stream stopped
 # mid-answer (only reported by a voice worker).
 ErrorKind = Literal[
@@ -36,7 +36,7 @@ MISCONFIG_KINDS: frozenset[ErrorKind] = frozenset(
     {"auth", "not_found", "bad_request", "missing_key"}
 )
 
-# Why `start` did not start on its primary (SPEC "Commands and JSON").
+# Why `start` did not start on its primary (README "`start`").
 Reason = Literal["primary_unhealthy", "primary_slow", "primary_failed_at_start"]
 FALLBACK_REASONS: tuple[Reason, ...] = get_args(Reason)
 

@@ -1,4 +1,4 @@
-"""What went wrong with a live call: SPEC's error kinds from HTTP statuses and stream errors."""
+"""What went wrong with a live call: its error kind (README "Health") from a status or stream."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Incomplete(Exception):
 
 
 def status_kind(status: int) -> ErrorKind:
-    """SPEC's error kind for an HTTP error status."""
+    """The error kind (README "Health") for an HTTP error status."""
     if status == 429:
         return "rate_limited"
     if status in (503, 529):
