@@ -255,6 +255,8 @@ def test_a_simulation_id_equal_to_a_key_is_refused_and_nothing_written(
         assert refused.exit_code == 2 and refused.stdout == ""
         assert refused.stderr.count("\n") == 1 and "--simulation-id: looks like" in refused.stderr
         assert simulation_id not in refused.stderr
+    refused = cli("report", "openai:gpt-4o-mini", "--ttft-ms", "400", "--simulation-id", key)
+    assert refused.exit_code == 2 and "--simulation-id: looks like" in refused.stderr
     assert not db_file.exists()
     assert (
         cli("start", "--simulation-id", "sim-1", "--primary", "openai:gpt-4o-mini").exit_code == 0

@@ -73,11 +73,15 @@ def report(
     from voicefallback.evidence import record_session, session_result
     from voicefallback.health import apply_probe
     from voicefallback.records import utcnow
+    from voicefallback.redaction import refuse_secret, secrets_from_env
     from voicefallback.sessions import CLI_NAMES
     from voicefallback.store.outage import open_writer
 
     with domain_errors():
         registry = registry_from(config)
+        if simulation_id is not None:
+            keys = secrets_from_env(p.api_key_env for p in registry.providers.values())
+            refuse_secret(simulation_id, "--simulation-id", keys)
         result = session_result(
             registry,
             model,
