@@ -15,7 +15,6 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voicefallback.attempts import Contender, Race
 from voicefallback.config import (
     DEFAULT_CONCURRENCY,
     Model,
@@ -26,7 +25,7 @@ from voicefallback.config import (
     load_registry,
     resolve_mode,
 )
-from voicefallback.errors import InputError
+from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.evidence import SessionReport, record_session, session_result
 from voicefallback.health import apply_probe, judge, status_of
 from voicefallback.probing import ProbedModel, probe_round
@@ -40,7 +39,7 @@ from voicefallback.sessions import (
     check_body,
     validate_request,
 )
-from voicefallback.store import Store
+from voicefallback.store import SessionStore, Store
 from voicefallback.store.owner import StateOwner
 from voicefallback.store.worker import StoreWorker
 
@@ -245,17 +244,18 @@ class AsyncSessionRouter:
                 await self._state.snapshots([m.id for m in self.registry.models])
 
     def _probe_soon(self, model: Model) -> None:
-        """A background probe of a model with no fresh evidence (one at a time per model)."""
+        """A model with no fresh evidence is probed in the background, by the probe round
+        cron's `probe` runs (one at a time per model; skipped while another probe holds the
+        lock: its results reach the view through the state)."""
         if model.id in self._state.probing:
             return
         self._state.probing.add(model.id)
-        run = self._shared.runner(self._adapters, model)
 
         async def probe() -> None:
             try:
-                race = Race([Contender(model, run)], kind="probe", stub=self.mode == "stub")
-                await race.run()
-                await race.settle()
+                await self.probe([model.id])
+            except VoicefallbackError as exc:
+                log.debug("background probe of %s skipped: %s", model.id, exc)
             finally:
                 self._state.probing.discard(model.id)
 
@@ -300,12 +300,12 @@ class _HeldState:
     async def record(self, calls: Sequence[ProbeResult], event: FallbackEvent | None) -> str | None:
         self.remember(calls)
         done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queue(_Write(list(calls), event, done))
+        self._queue(_Write(list(calls), event, done, self._limits()))
         return await done
 
     def record_soon(self, calls: Sequence[ProbeResult]) -> None:
         self.remember(calls)
-        self._queue(_Write(list(calls), None, None))
+        self._queue(_Write(list(calls), None, None, self._limits()))
 
     async def write(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
         """Other store work, after the writes queued before it."""
@@ -320,13 +320,12 @@ class _HeldState:
     async def _write_all(self) -> None:
         while self._writes:
             write = self._writes.pop(0)
-            limits = self._limits()
+
+            def record(store: SessionStore, w: _Write = write) -> object:
+                return store.record(w.calls, w.limits, w.event, update=apply_probe)
+
             try:
-                _, lost = await self._router._worker.run_session(
-                    lambda s, w=write, limits=limits: s.record(
-                        w.calls, limits, w.event, update=apply_probe
-                    )
-                )
+                _, lost = await self._router._worker.run_session(record)
             except Exception as exc:  # never fails a session: the line says what was lost
                 lost = f"not recorded: {exc}"
             if write.done is not None and not write.done.done():
@@ -357,10 +356,12 @@ class _Write:
         calls: list[ProbeResult],
         event: FallbackEvent | None,
         done: asyncio.Future[str | None] | None,
+        limits: dict[str, Thresholds],
     ) -> None:
         self.calls = calls
         self.event = event
         self.done = done
+        self.limits = limits  # the registry's, when the write was made
 
 
 class SessionRouter:
