@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import write_config
 from tests.fake_provider import FakeProvider
 
@@ -225,3 +227,15 @@ def test_an_ipv6_address_is_logged_in_brackets(serve):
     server = serve("--host", "::1")
     assert server.url.startswith("http://[::1]:")
     assert server.get("/livez").status_code == 200
+
+
+def test_serve_runs_on_uvloop_where_it_is_installed_and_on_asyncio_without(serve):
+    pytest.importorskip("uvloop")
+    assert "; uvloop, up to" in serve().lines[0]
+    hide = (
+        "import sys; sys.modules['uvloop'] = None; sys.argv = ['voicefallback', 'serve',"
+        " '--port', '0']; from voicefallback.cli import main; main()"
+    )
+    plain = serve(command=[sys.executable, "-c", hide], env=dict(os.environ))
+    assert "; asyncio, up to" in plain.lines[0]
+    assert plain.get("/livez").status_code == 200
