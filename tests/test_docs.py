@@ -185,3 +185,13 @@ def test_code_cites_the_readme_not_a_document_outside_the_repository():
         if re.search(rf"\b{outside}\b", line)
     ]
     assert not citing, f"cite the README instead: {citing}"
+
+
+def test_the_readme_states_facts_not_a_change_log():
+    """What holds today, with dates on measurements; history belongs in CHANGELOG.md."""
+    history = re.compile(
+        r"\b(used to|as before|what changed|landed|now (runs|is|takes|uses|has))\b", re.I
+    )
+    text = (REPO / "README.md").read_text()
+    found = [line for line in text.splitlines() if history.search(line)]
+    assert not found, found
