@@ -26,7 +26,9 @@ def registry_text(
     *,
     budget_ms: int = BUDGET_MS,
     timeout_s: float = TIMEOUT_S,
+    prefix: str = "fake-",
 ) -> str:
+    """A registry whose providers `<prefix>openai` and `<prefix>anthropic` are the fake."""
     lines = [
         "[settings]",
         'mode = "live"',
@@ -37,7 +39,7 @@ def registry_text(
     for kind in KINDS:
         base_url = f"{url}/v1" if kind == "openai" else url
         lines += [
-            f"[providers.fake-{kind}]",
+            f"[providers.{prefix}{kind}]",
             f'type = "{kind}"',
             f'base_url = "{base_url}"',
             f'api_key_env = "{KEY_ENV[kind]}"',

@@ -75,11 +75,15 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
 
     @classmethod
     def from_registry(
-        cls, router: AsyncSessionRouter, model_ids: Sequence[str]
+        cls,
+        router: AsyncSessionRouter,
+        model_ids: Sequence[str],
+        *,
+        system_instruction: str | None = None,
     ) -> HealthAwareLLMSwitcher:
         """Each model's Pipecat service built from models.toml: its model name, its
         provider's `base_url`, and the key from the provider's `api_key_env` (a model whose
-        key is missing is left out, with a warning)."""
+        key is missing is left out, with a warning); every one gets `system_instruction`."""
         if isinstance(model_ids, str):
             raise ValueError("HealthAwareLLMSwitcher: a list of model ids, not one string")
         services: dict[str, LLMService[Any]] = {}
@@ -91,7 +95,7 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
 
                 logger.warning(f"{model_id} left out: {unusable.message if unusable else ''}")
                 continue
-            services[model_id] = _service(model, key)
+            services[model_id] = _service(model, key, system_instruction)
         return cls(router, services)
 
     # -- the pipeline around each member ------------------------------------------------
@@ -275,7 +279,7 @@ def _note(attempt: Attempt, frame: Frame) -> None:
         attempt.tool_call()
 
 
-def _service(model: Model, key: str) -> LLMService[Any]:
+def _service(model: Model, key: str, system_instruction: str | None) -> LLMService[Any]:
     provider = model.provider
     if provider.type == "anthropic":
         from anthropic import AsyncAnthropic
@@ -283,15 +287,16 @@ def _service(model: Model, key: str) -> LLMService[Any]:
 
         # Retries are the attempt rules' job: the client never retries on its own.
         client = AsyncAnthropic(api_key=key, base_url=provider.base_url, max_retries=0)
-        return AnthropicLLMService(
-            api_key=key, client=client, settings=AnthropicLLMService.Settings(model=model.name)
+        settings = AnthropicLLMService.Settings(
+            model=model.name, system_instruction=system_instruction
         )
+        return AnthropicLLMService(api_key=key, client=client, settings=settings)
     from pipecat.services.openai.llm import OpenAILLMService
 
     service = OpenAILLMService(
         api_key=key,
         base_url=provider.base_url,
-        settings=OpenAILLMService.Settings(model=model.name),
+        settings=OpenAILLMService.Settings(model=model.name, system_instruction=system_instruction),
     )
     # Pipecat builds the client with the SDK's default retries (two, with back-off): the
     # attempt rules decide what happens after a failure instead.
