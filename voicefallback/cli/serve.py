@@ -89,6 +89,7 @@ def serve(
     with domain_errors():
         try:
             import fastapi  # noqa: F401
+            import httptools  # noqa: F401
             import uvicorn  # noqa: F401
         except ImportError:
             raise InputError(MISSING_EXTRA) from None
