@@ -178,7 +178,10 @@ class Event(_Document):
 
 
 class EventsDocument(_Document):
-    events: list[Event]
+    events: list[Event]  # newest first: one page
+    total: int  # events matching the filters, on all pages
+    limit: int
+    nextBefore: int | None  # `before` for the next, older page; null on the last
 
 
 class Liveness(_Document):
