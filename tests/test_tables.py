@@ -157,6 +157,7 @@ stub = { ttft_ms = 400, latency_ms = 600 }
 
 
 def test_the_start_panel_says_when_the_start_was_not_recorded(cli, config_file):
+    pytest.importorskip("psycopg")  # the postgres extra (absent from the dependency-floor run)
     unreachable = "postgresql://nobody@127.0.0.1:1/state"  # nothing listens on port 1
     started = cli("start", "--simulation-id", "s", "--primary", SHIPPED_IDS[0], "--db", unreachable)
     assert started.exit_code == 0, started.stderr
