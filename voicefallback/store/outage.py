@@ -13,7 +13,7 @@ from typing import Literal
 from voicefallback.config import display_location
 from voicefallback.errors import StateError
 from voicefallback.store.base import SnapshotUpdate, Store
-from voicefallback.store.spool import Spool, SpoolEntry
+from voicefallback.store.spool import Spool, SpoolEntry, mtime
 
 log = logging.getLogger("voicefallback.state")
 
@@ -48,7 +48,7 @@ class Outage:
         self._condition: Condition = "up"
         self._reason: str | None = None
         self._retry_at = 0.0
-        self._memory: list[SpoolEntry] = []
+        self._memory: list[tuple[float, SpoolEntry]] = []  # (when kept, what)
         self._kept = True  # something may be kept aside (a crash or another process's spool)
 
     @property
@@ -105,8 +105,18 @@ class Outage:
         if self._announce:
             log.info("state up again: %s", self.location)
 
+    def reached(self) -> None:
+        """An away state opened again for writing: back, while what was kept aside is
+        written in (`write_in`), then up once the write that reached it is done."""
+        with self._lock:
+            if self._condition != "away":
+                return
+            self._condition = "back"
+        if self._announce:
+            log.info("state back: %s; writing in what was kept aside", self.location)
+
     def answered(self) -> None:
-        """The state took work: up (through back, when it had been away)."""
+        """The state took work: up."""
         if self._condition == "up":
             return
         with self._lock:
@@ -128,7 +138,7 @@ class Outage:
             with self._lock:
                 if len(self._memory) >= MEMORY_LIMIT:
                     return f"{what} not recorded: {why}; lost: {exc}, and memory is full"
-                self._memory.append(entry)
+                self._memory.append((time.time(), entry))
             return f"{what} not recorded: {why}; kept in memory until it is back ({exc})"
         return f"{what} not recorded: {why}; kept in the spool {self.spool.directory}"
 
@@ -138,19 +148,26 @@ class Outage:
         stays in order; the only place the spool is written in."""
         if not self._kept:
             return 0
+        self._kept = False  # first: a write kept aside from now on is found by the next call
+        with self._lock:
+            held = list(self._memory)
+        # The spool and memory merged by when each write was kept (a spool that failed
+        # and came back may hold writes newer than those held in memory meanwhile).
+        kept: list[tuple[float, Path | None, SpoolEntry]] = [
+            (at, None, entry) for at, entry in held
+        ]
+        kept += [(mtime(path), path, entry) for path, entry in self.spool.entries()]
         written = 0
-        for path, entry in self.spool.entries():
+        for _, path, entry in sorted(kept, key=lambda item: item[0]):
             _record(store, entry, update)
-            self.spool.remove(path)
+            if path is not None:
+                self.spool.remove(path)
+            else:
+                with self._lock:
+                    self._memory = [m for m in self._memory if m[1] is not entry]
             written += 1
-        while self._memory:
-            _record(store, self._memory[0], update)
-            with self._lock:
-                self._memory.pop(0)
-            written += 1
-        self._kept = False
         if written and self._announce:
-            log.info("state: %d write(s) kept aside while it was away are written in", written)
+            log.info("state: %d write(s) kept aside are written in", written)
         return written
 
     def forget(self) -> int:

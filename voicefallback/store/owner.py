@@ -81,8 +81,10 @@ class StateOwner:
 
     @property
     def state(self) -> Condition:
-        """up, busy, away or back (cheap: no I/O)."""
-        self._catch_up()
+        """up, busy, away or back. Cheap (no I/O): an away state's retry, when due, is
+        started in the background, so that a process asked only this (/readyz) still
+        finds the state back."""
+        self._unusable()
         return self.outage.condition
 
     @property
@@ -113,8 +115,8 @@ class StateOwner:
                     lambda: self._read_snapshots(ids), self._patience(), writes=False
                 )
             except StateError as exc:
-                if self._alone and not isinstance(exc, StateUnreachable | StateBusy):
-                    raise  # configuration: said before any provider call is spent
+                if self._alone and exc.exit_code == 2:
+                    raise  # not even readable: configuration, said before any call is spent
                 why = _one_line(exc)
             else:
                 if self._long_lived:
@@ -218,7 +220,7 @@ class StateOwner:
         """How long a session's read or write waits for the thread (inline: no limit)."""
         return None if self._thread is None else self._wait_s
 
-    def _catch_up(self) -> None:
+    def _free_if_caught_up(self) -> None:
         if self._busy_until is not None and self._busy_until.done():
             self._busy_until = None
             self.outage.free()
@@ -227,7 +229,7 @@ class StateOwner:
         """Why work should not go to the state now, or None. An away state is tried again
         when its retry is due: by a command itself, by a long-lived process in the
         background (no start waits for it)."""
-        self._catch_up()
+        self._free_if_caught_up()
         if self._busy_until is not None:
             return self.outage.reason
         if not self.outage.due():
@@ -262,6 +264,8 @@ class StateOwner:
                 try:
                     return await asyncio.wait_for(asyncio.shield(handed), patience)
                 except TimeoutError:
+                    if handed.done():
+                        return handed.result()  # it ended as the wait did
                     if not (hold_on and self._answering()):
                         break
         except BaseException:
@@ -273,11 +277,13 @@ class StateOwner:
         handed.cancel()  # not run if not begun; if begun, its id keeps it written once
         handed.add_done_callback(_retrieved)
         where = display_location(self.location)
-        if not self._answering():
+        store = self._store  # the one the stuck call uses: never one opened after this
+        if store is None or not store.answering(self._wait_s):
             why = f"{where}: no answer within {self._wait_s:g} s"
             error: StateError = StateUnreachable(why)
             self._failed(error)
-            self._break_off()
+            if store is not None:
+                store.break_off()
             raise error
         why = f"{where}: the state was busy for over {patience:g} s"
         assert self._thread is not None
@@ -354,6 +360,7 @@ class StateOwner:
 
     def _write_once(self, entry: SpoolEntry) -> None:
         store = self._open()
+        self.outage.reached()
         self.outage.write_in(store, self._update)
         store.record(entry.results, entry.limits, entry.event, update=self._update, once=entry.uid)
 
@@ -361,7 +368,12 @@ class StateOwner:
         """An away state, tried again in the background: reached, what was kept aside is
         written in before the next start uses it."""
         with contextlib.suppress(StateError):  # still away: _guarded recorded why
-            self._guarded(lambda: self.outage.write_in(self._open(), self._update), True)
+            self._guarded(self._catch_up_with_kept, True)
+
+    def _catch_up_with_kept(self) -> None:
+        store = self._open()
+        self.outage.reached()
+        self.outage.write_in(store, self._update)
 
     def _close(self) -> None:
         if self._store is not None:

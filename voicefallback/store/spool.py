@@ -103,7 +103,7 @@ class Spool:
             if path.suffix == ".tmp":
                 self._finish(path)
         entries = [p for p in self.directory.glob("*.json")]
-        return sorted(entries, key=lambda p: (_mtime(p), p.name))
+        return sorted(entries, key=lambda p: (mtime(p), p.name))
 
     def entries(self) -> Iterator[tuple[Path, SpoolEntry]]:
         """Each readable pending entry, oldest first. One that cannot be read is moved
@@ -124,7 +124,7 @@ class Spool:
     def _finish(self, partial: Path) -> None:
         """A temporary file nobody writes any more: renamed into place when it holds a
         whole entry (it was fsynced before the rename a crash prevented), else removed."""
-        if time.time() - _mtime(partial) < ABANDONED_AFTER_S:
+        if time.time() - mtime(partial) < ABANDONED_AFTER_S:
             return  # maybe still being written by another process
         try:
             uid = _load(partial).uid
@@ -166,7 +166,7 @@ def _private_dirs(directory: Path) -> None:
             parent.mkdir(mode=0o700)
 
 
-def _mtime(path: Path) -> float:
+def mtime(path: Path) -> float:
     try:
         return path.stat().st_mtime
     except OSError:

@@ -42,6 +42,7 @@ class SQLiteStore(SQLStore):
         self._held = held  # counted in statefile while the connection is open
         self._patience_s = WRITE_DEADLINE_S  # how long a lock held elsewhere is waited for
         self._broken = False  # broken off from another thread: no more waiting for locks
+        self._moved = False  # the path leads to another file than this one (or none)
 
     @classmethod
     def open(
@@ -93,6 +94,13 @@ class SQLiteStore(SQLStore):
 
     def close(self) -> None:
         if self._conn is not None:
+            if self._moved:
+                # Our log is still at the path (`state.db-wal`), beside another file: copied
+                # into our own file and emptied first, so that the file now at the path
+                # never replays it as its own (a backup restored with `mv` would be
+                # corrupted by it).
+                with suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             self._conn.close()
             self._conn = None
         if self._held is not None:
@@ -147,10 +155,12 @@ class SQLiteStore(SQLStore):
         try:
             info = os.stat(self.path)
         except FileNotFoundError:
+            self._moved = True
             raise StateMoved(f"{self.path}: the state file was deleted while in use") from None
         except OSError as exc:
             raise StateError(f"{self.path}: cannot check the state file: {exc.strerror}") from None
         if (info.st_dev, info.st_ino) != self._held:
+            self._moved = True
             raise StateMoved(f"{self.path}: the state file was replaced while in use")
         version = int(self._require_conn().execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
