@@ -180,6 +180,16 @@ def user_state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", home_dir() / ".local" / "state") / APP_NAME
 
 
+def file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a changed models.toml from the one read before (mtime, size, inode; None
+    when it cannot be read): `serve` and `probe --every` reload when it differs."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_mtime_ns, status.st_size, status.st_ino
+
+
 def config_path(option: Path | None) -> Path:
     """--config beats VOICEFALLBACK_CONFIG beats ./models.toml beats the user config dir."""
     if option is not None:

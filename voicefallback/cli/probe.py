@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from voicefallback.config import (
     config_path,
     db_path,
     display_location,
+    file_stamp,
     load_registry,
     resolve_mode,
 )
@@ -211,7 +211,7 @@ class _Plan:
     def load(
         cls, path: Path, listed: list[str] | None, required: list[str], mode_option: str | None
     ) -> _Plan:
-        stamp = _stamp(path)  # before reading: a change made meanwhile is seen next round
+        stamp = file_stamp(path)  # before reading: a change made meanwhile is seen next round
         registry = load_registry(path)
         selected = select_with(registry, listed, required)
         mode = resolve_mode(mode_option, registry)
@@ -221,24 +221,16 @@ class _Plan:
         from voicefallback.tables import print_notice
 
         path = self.registry.path
-        if _stamp(path) == self.stamp:
+        if file_stamp(path) == self.stamp:
             return self
         try:
             plan = _Plan.load(path, self.listed, self.required, self.mode_option)
         except VoicefallbackError as exc:
             print_error(f"{path} not reloaded, the previous registry stays: {exc}")
-            return replace(self, stamp=_stamp(path))
+            return replace(self, stamp=file_stamp(path))
         if not quiet:
             print_notice(f"{path} reloaded: {len(plan.selected)} models to probe")
         return plan
-
-
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_mtime_ns, status.st_size, status.st_ino
 
 
 def _protected(state: Path | str, registry: Registry) -> list[Path]:

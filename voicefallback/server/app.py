@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -21,7 +20,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicefallback import __version__
-from voicefallback.config import load_registry
+from voicefallback.config import file_stamp, load_registry
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.server.responses import ServeSettings, error_response, one_line
 
@@ -173,14 +172,6 @@ def _only_models(schema: dict[str, Any], ids: list[str]) -> None:
             option["enum"] = ids
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_mtime_ns, status.st_size, status.st_ino
-
-
 async def _reload(router: AsyncSessionRouter, path: Path) -> None:
     """Swap in the new registry, or keep the old one and say why in one line."""
     try:
@@ -197,13 +188,13 @@ async def _reload(router: AsyncSessionRouter, path: Path) -> None:
 
 async def watch_registry(router: AsyncSessionRouter, path: Path, hangup: asyncio.Event) -> None:
     """Reload on SIGHUP, or when the file changes (polled: works on every filesystem)."""
-    seen = _stamp(path)
+    seen = file_stamp(path)
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(hangup.wait(), RELOAD_POLL_S)
         asked = hangup.is_set()
         hangup.clear()
-        current = _stamp(path)
+        current = file_stamp(path)
         if asked or current != seen:
             seen = current
             await _reload(router, path)
