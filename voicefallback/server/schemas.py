@@ -56,6 +56,10 @@ class StartedDocument(_Document):
     fallbackSource: Source | None
     reason: Reason | None
     degraded: Literal[True] | None = DEGRADED
+    candidates: list[Candidate] = Field(
+        description="Every candidate the choice judged but the chosen one, in order: those "
+        "passed over and those behind the chosen one, with their status and error."
+    )
     agent: Agent
 
 
