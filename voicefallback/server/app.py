@@ -83,6 +83,35 @@ class EdgeMiddleware:
         return hmac.compare_digest(supplied, self.token) and bool(supplied)
 
 
+class AnswerWhenCut:
+    """A request still running when the stop's grace ends is cut (uvicorn cancels it): it
+    gets the JSON 503 every temporary refusal gets (Retry-After), not a plain-text 500 and
+    a traceback in the log. What it had already recorded stays; the rest is its caller's
+    to retry."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except asyncio.CancelledError:
+            if not started:
+                response = error_response(503, "the server is stopping; try again")
+                response.headers["Retry-After"] = "1"
+                await response(scope, receive, send)
+
+
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, VoicefallbackError)
     if isinstance(exc, InputError):
@@ -257,6 +286,7 @@ def create_app(router: AsyncSessionRouter, settings: ServeSettings) -> FastAPI:
     app.add_exception_handler(VoicefallbackError, _domain_error)
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(AnswerWhenCut)
     app.add_middleware(EdgeMiddleware, token=settings.token)
     app.state.openapi = None
     app.openapi = lambda: _openapi(app, router, settings.token)  # type: ignore[method-assign]

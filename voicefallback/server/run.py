@@ -7,11 +7,13 @@ import errno
 import ipaddress
 import json
 import logging
+import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from voicefallback.config import display_location
 from voicefallback.errors import InputError, VoicefallbackError
@@ -26,9 +28,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicefallback.serve")
 
-# SIGTERM: stop accepting, let in-flight requests finish for up to this long, then stop the
-# probe loop and close the state file: well inside systemd's 10 s of patience (TimeoutStopSec).
-GRACE_S = 7
+# SIGTERM: stop accepting, let in-flight requests finish for up to GRACE_S (those still
+# running then get a JSON 503), stop the probe loop and close the state (bounded, whatever
+# the database does). The process is gone by STOP_LIMIT_S in any case: inside systemd's 10 s
+# of patience (TimeoutStopSec), so the unit never ends in SIGKILL.
+GRACE_S = 3
+STOP_LIMIT_S = 6.5
 
 
 class AddressBusy(VoicefallbackError):
@@ -175,7 +180,33 @@ async def _serve(
             type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop or asyncio
             limits.max_connections,
         )
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await _bounded(uvicorn.Server)(config).serve(sockets=[sock])
+
+
+def _bounded(server: type[Any]) -> type[Any]:
+    """uvicorn's server class, sure to be gone STOP_LIMIT_S after its stop begins."""
+
+    class Bounded(server):  # type: ignore[misc]
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            _stop_by(STOP_LIMIT_S)
+            await super().shutdown(sockets)
+
+    return Bounded
+
+
+def _stop_by(limit_s: float) -> None:
+    """The last resort of a stop: past `limit_s`, one log line and the process exits.
+    Everything committed stays (SQLite and PostgreSQL roll back what was not); spooled
+    writes are files already."""
+
+    def give_up() -> None:
+        log.error("stopping took over %g s: exiting now, unfinished work not recorded", limit_s)
+        logging.shutdown()
+        os._exit(0)
+
+    timer = threading.Timer(limit_s, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -20,7 +20,7 @@ from voicefallback.store.outage import Condition, Outage, log
 from voicefallback.store.spool import SpoolEntry
 
 T = TypeVar("T")
-CLOSE_WAIT_S = 1.0  # closing: how long a call in flight may finish before it is broken off
+CLOSE_WAIT_S = 0.5  # closing: how long a call in flight may finish before it is broken off
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
