@@ -218,7 +218,8 @@ def test_history_lists_probes_and_changes_newest_first(cli, config_file, db_file
 def test_history_includes_session_openings(cli):
     cli("start", "--simulation-id", "s1", "--primary", MINI)
     probes = cli("health", "--history", MINI, "--json").json["probes"]
-    assert [p["kind"] for p in probes] == ["start"]  # the unknown primary's opening call was its probe
+    # The unknown primary's opening call was its probe: one call.
+    assert [p["kind"] for p in probes] == ["start"]
 
 
 @pytest.mark.parametrize(

@@ -82,16 +82,25 @@ class Attempt:
         self.recorded_elsewhere = False  # a view of a call another owner records
         self.on_first_content: Callable[[], None] | None = None
         self.past_budget_declared = False
+        self._preparing = False
         self.eager = False  # called beside the next candidate, not before it
         self._turn: asyncio.Future[bool] | None = None
         self.result: asyncio.Future[ProbeResult | None] = self._loop.create_future()
 
+    def preparing(self) -> None:
+        """Its call is not ready to start (an SDK being imported, a pool slot waited for):
+        until `start_clock`, its budget does not run and the race does not hedge it."""
+        self._preparing = True
+
     def start_clock(self) -> None:
-        """The call really starts now: its client is built and it has its turn. Time spent
-        before (an SDK imported, a pool slot waited for) is not the model's."""
+        """The call really starts now: time spent before is not the model's."""
         if self.first_content is None and self._scope is None:
             self.began = time.perf_counter()
             self._began_loop = self._loop.time()
+        if self._preparing:
+            self._preparing = False
+            if self._race is not None:
+                self._race._changed()  # its budget runs from now
 
     # -- limits ----------------------------------------------------------------------------
 
@@ -107,10 +116,11 @@ class Attempt:
         """Still inside its first-token budget, with no content yet: the race waits for it."""
         if self.first_content is not None or self.past_budget_declared:
             return False
-        return self._loop.time() < self._began_loop + self.budget_s
+        return self._preparing or self._loop.time() < self._began_loop + self.budget_s
 
-    def budget_ends(self) -> float:
-        return self._began_loop + self.budget_s
+    def budget_ends(self) -> float | None:
+        """When its budget passes (None: not running yet)."""
+        return None if self._preparing else self._began_loop + self.budget_s
 
     # -- what the runner reports -----------------------------------------------------------
 
@@ -382,9 +392,9 @@ class Race:
                 return None
             self._grant_turn()
             timeout = None
-            if fresh:
-                now = asyncio.get_running_loop().time()
-                timeout = max(0.0, min(a.budget_ends() for a in fresh) - now)
+            ends = [end for a in fresh if (end := a.budget_ends()) is not None]
+            if ends:
+                timeout = max(0.0, min(ends) - asyncio.get_running_loop().time())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)

@@ -9,8 +9,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Model
-from voicefallback.health import status_of
-from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, StatusChange, TtftBucket
+from voicefallback.health import counts_in, status_of
+from voicefallback.records import (
+    FallbackEvent,
+    Mode,
+    ProbeResult,
+    Snapshot,
+    StatusChange,
+    TtftBucket,
+)
 from voicefallback.stats import RecentStats, Window, recent_stats, status_since
 from voicefallback.store import Store, open_store
 
@@ -44,8 +51,15 @@ class ModelHistory:
 
 
 def _model_health(
-    store: Store, model: Model, snapshot: Snapshot | None, window: Window, now: datetime
+    store: Store,
+    model: Model,
+    snapshot: Snapshot | None,
+    window: Window,
+    now: datetime,
+    mode: Mode | None,
 ) -> ModelHealth:
+    if snapshot is not None and not counts_in(snapshot, mode):
+        snapshot = None  # evidence of the other mode: none in this one (reads as unknown)
     status = status_of(snapshot, model.thresholds, now)
     calls = store.recent_calls(model.id, limit=window.calls, since=window.since(now))
     return ModelHealth(
@@ -66,9 +80,14 @@ def health_report(
     *,
     with_event_counts: bool = False,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    mode: Mode | None = None,
 ) -> HealthReport:
+    """Each model's verdict and what it rests on. In `mode`, evidence of the other mode
+    counts for nothing (a stub snapshot reads as unknown in live mode)."""
     with _read(db, connect_timeout_s) as store:
-        return read_health(store, models, window, now, with_event_counts=with_event_counts)
+        return read_health(
+            store, models, window, now, with_event_counts=with_event_counts, mode=mode
+        )
 
 
 def read_health(
@@ -78,10 +97,11 @@ def read_health(
     now: datetime,
     *,
     with_event_counts: bool = False,
+    mode: Mode | None = None,
 ) -> HealthReport:
     """`health_report` from an open state (serve reads through the state's owner)."""
     snapshots = store.snapshots(m.id for m in models)
-    rows = [_model_health(store, m, snapshots.get(m.id), window, now) for m in models]
+    rows = [_model_health(store, m, snapshots.get(m.id), window, now, mode) for m in models]
     counts = store.event_counts() if with_event_counts else None
     return HealthReport(at=now, window=window, models=rows, event_counts=counts)
 
@@ -95,9 +115,12 @@ def model_history(
     window: Window,
     now: datetime,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    mode: Mode | None = None,
 ) -> ModelHistory:
     with _read(db, connect_timeout_s) as store:
-        return read_history(store, model, limit=limit, since=since, window=window, now=now)
+        return read_history(
+            store, model, limit=limit, since=since, window=window, now=now, mode=mode
+        )
 
 
 def read_history(
@@ -108,11 +131,12 @@ def read_history(
     since: datetime | None,
     window: Window,
     now: datetime,
+    mode: Mode | None = None,
 ) -> ModelHistory:
     snapshot = store.snapshots([model.id]).get(model.id)
     return ModelHistory(
         at=now,
-        health=_model_health(store, model, snapshot, window, now),
+        health=_model_health(store, model, snapshot, window, now, mode),
         calls=store.recent_calls(model.id, limit=limit, since=since),
         changes=store.status_changes(model.id, limit=limit, since=since),
         limit=limit,
@@ -126,11 +150,12 @@ def model_statuses(
     now: datetime,
     *,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    mode: Mode | None = None,
 ) -> list[tuple[Model, str]]:
     """Each registered model with its status, for `models`; snapshots only."""
     with _read(db, connect_timeout_s) as store:
         snapshots = store.snapshots(m.id for m in models)
-    return [(m, status_of(snapshots.get(m.id), m.thresholds, now)) for m in models]
+    return [(m, status_of(snapshots.get(m.id), m.thresholds, now, mode)) for m in models]
 
 
 def _read(db: Path | str, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Store:
@@ -205,20 +230,30 @@ class StatusBoard:
 
 
 def status_board(
-    models: Sequence[Model], db: Path | str, now: datetime, *, events: int = 20
+    models: Sequence[Model],
+    db: Path | str,
+    now: datetime,
+    *,
+    events: int = 20,
+    mode: Mode | None = None,
 ) -> StatusBoard:
     """Everything the status page shows, read in one go."""
     with _read(db) as store:
-        return read_board(store, models, now, events=events)
+        return read_board(store, models, now, events=events, mode=mode)
 
 
 def read_board(
-    store: Store, models: Sequence[Model], now: datetime, *, events: int = 20
+    store: Store,
+    models: Sequence[Model],
+    now: datetime,
+    *,
+    events: int = 20,
+    mode: Mode | None = None,
 ) -> StatusBoard:
     snapshots = store.snapshots(m.id for m in models)
     rows = []
     for model in models:
-        health = _model_health(store, model, snapshots.get(model.id), BOARD_WINDOW, now)
+        health = _model_health(store, model, snapshots.get(model.id), BOARD_WINDOW, now, mode)
         success = [
             SuccessRate(span, *store.call_counts(model.id, now - timedelta(seconds=span)))
             for span in SUCCESS_SPANS_S

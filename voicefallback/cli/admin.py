@@ -62,7 +62,11 @@ def list_models(
         registry = registry_from(config)
         chosen_mode = resolve_mode(mode, registry)
         rows = model_statuses(
-            registry.models, db_path(db), utcnow(), connect_timeout_s=registry.connect_timeout_s
+            registry.models,
+            db_path(db),
+            utcnow(),
+            connect_timeout_s=registry.connect_timeout_s,
+            mode=chosen_mode,
         )
         document = documents.models_json(registry, chosen_mode, rows)
     if json:

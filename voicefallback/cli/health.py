@@ -21,7 +21,7 @@ from voicefallback.cli.common import (
     registry_from,
     select_with,
 )
-from voicefallback.config import db_path
+from voicefallback.config import db_path, resolve_mode
 from voicefallback.documents import print_json
 from voicefallback.durations import format_span
 from voicefallback.errors import InputError
@@ -134,6 +134,7 @@ def health(
                 window=recent,
                 now=now,
                 connect_timeout_s=registry.connect_timeout_s,
+                mode=resolve_mode(None, registry),
             )
             document = documents.history_json(past)
             rows = [document]
@@ -146,6 +147,7 @@ def health(
                 now,
                 with_event_counts=fmt is OutputFormat.prometheus,
                 connect_timeout_s=registry.connect_timeout_s,
+                mode=resolve_mode(None, registry),
             )
             document = documents.health_json(report)
             rows = document["models"]

@@ -262,6 +262,7 @@ def _write_textfile(path: Path, registry: Registry, state: Path | str) -> None:
         utcnow(),
         with_event_counts=True,
         connect_timeout_s=registry.connect_timeout_s,
+        mode=resolve_mode(None, registry),
     )
     try:
         write_textfile(path, prometheus_text(report), _protected(state, registry))

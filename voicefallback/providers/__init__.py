@@ -99,6 +99,7 @@ class Adapters:
     @contextlib.asynccontextmanager
     async def _calling(self, model: Model, attempt: Attempt) -> AsyncIterator[Adapter]:
         self._in_flight += 1
+        attempt.preparing()
         try:
             adapter = await self.for_model(model)
             async with self._slots:

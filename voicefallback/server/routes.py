@@ -20,7 +20,6 @@ from voicefallback.durations import format_span, parse_duration, parse_since
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.records import utcnow
 from voicefallback.redaction import refuse_secret, secrets_from_env
-from voicefallback.health import status_of
 from voicefallback.reports import read_board, read_event_page, read_health, read_history
 from voicefallback.server import schemas
 from voicefallback.server.responses import (
@@ -257,12 +256,7 @@ async def probe(
     started = utcnow()
     probed = await router.probe(selected or None)
     by_id = {m.id: m for m in registry.models}
-    now = utcnow()
-    rows = [
-        (by_id[p.result.model], p, status_of(p.after, by_id[p.result.model].thresholds, now))
-        for p in probed
-        if p.result.model in by_id
-    ]
+    rows = [(by_id[p.result.model], p, p.status) for p in probed if p.result.model in by_id]
     return document_response(documents.probe_json(started, router.mode, rows))
 
 
@@ -326,7 +320,13 @@ async def health(
         past = await _read(
             request,
             lambda store: read_history(
-                store, one, limit=limit or HISTORY_LIMIT, since=since_at, window=recent, now=now
+                store,
+                one,
+                limit=limit or HISTORY_LIMIT,
+                since=since_at,
+                window=recent,
+                now=now,
+                mode=router.mode,
             ),
         )
         document = documents.history_json(past)
@@ -337,7 +337,9 @@ async def health(
     required = [registry.require(m, "require") for m in dict.fromkeys(require or [])]
     selected = listed or list(registry.models)
     selected += [m for m in required if m not in selected]
-    report = await _read(request, lambda store: read_health(store, selected, recent, now))
+    report = await _read(
+        request, lambda store: read_health(store, selected, recent, now, mode=router.mode)
+    )
     document = documents.health_json(report)
     gated = [r for r in document["models"] if check or r["model"] in {m.id for m in required}]
     return document_response(document, 503 if any(not r["ok"] for r in gated) else 200)
@@ -387,11 +389,14 @@ async def fallbacks(
 async def metrics(request: Request) -> Response:
     from voicefallback.metrics import prometheus_text
 
-    registry = _router(request).registry
+    router = _router(request)
+    registry = router.registry
     now = utcnow()
     report = await _read(
         request,
-        lambda store: read_health(store, registry.models, Window(), now, with_event_counts=True),
+        lambda store: read_health(
+            store, registry.models, Window(), now, with_event_counts=True, mode=router.mode
+        ),
     )
     return PlainTextResponse(
         prometheus_text(report), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -465,7 +470,7 @@ async def status_page(request: Request) -> Response:
     status = 200
     try:
         models, now = router.registry.models, utcnow()
-        board = await _read(request, lambda store: read_board(store, models, now))
+        board = await _read(request, lambda store: read_board(store, models, now, mode=router.mode))
     except VoicefallbackError as exc:
         if exc.exit_code != 75 and not isinstance(exc, StateUnreachable):
             raise
