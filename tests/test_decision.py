@@ -83,6 +83,12 @@ def test_stub_evidence_never_decides_a_live_start(cli, tmp_path, fake_provider, 
     monkeypatch.setenv("VOICEFALLBACK_DB", str(tmp_path / "state.db"))
     assert cli("probe", "--mode", "stub").exit_code == 0
     assert fake_provider.received() == []
+    # `health` says so: in live mode the stub's verdict is no evidence.
+    monkeypatch.setenv("VOICEFALLBACK_MODE", "live")
+    health = {m["model"]: m["status"] for m in cli("health", "--json").json["models"]}
+    assert health == {"fake:ok": "unknown", "fake:ttft-20": "unknown"}
+    monkeypatch.setenv("VOICEFALLBACK_MODE", "stub")
+    assert cli("health", "fake:ok", "--json").json["models"][0]["status"] == "unhealthy"
 
     result = cli(
         "start", "--mode", "live", "--simulation-id", "s", "--primary", "fake:ok", "--json"
