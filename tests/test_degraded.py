@@ -4,6 +4,7 @@ probes, says so, spools its writes, and the next command that writes puts them i
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import time
@@ -122,7 +123,6 @@ def test_a_database_that_hangs_never_holds_a_warm_router_start_past_connect_time
     says so at once, and once the database answers again everything spooled is written in
     once."""
     import asyncio
-    import os
     import signal
 
     from voicefallback import AsyncSessionRouter
@@ -374,7 +374,6 @@ def test_a_report_that_found_the_thread_busy_still_gives_up_on_a_server_that_the
     gives up connect_timeout_s after the last answer instead of waiting for TCP."""
     import asyncio
     import contextlib
-    import os
     import signal
 
     from voicefallback.errors import StateUnreachable
@@ -575,3 +574,40 @@ def test_a_read_kept_waiting_by_a_locked_table_gives_up_as_busy(
     assert health.stderr.count("\n") == 1 and "waiting for over 1 s; try again" in health.stderr
     assert PASSWORD not in health.stderr
     assert cli("health", "--json").exit_code == 0  # the lock is gone
+
+
+def test_readers_never_write_the_spool_in_so_a_lock_never_holds_them_past_their_limit(
+    cli, pg_url, pg_server, isolated, monkeypatch, down
+):
+    """A degraded start left a spooled write; the database is back but its tables are locked
+    (VACUUM FULL, say). `health`, what load balancers, cron and deploy gates call, reads
+    only: exit 75 after its statement timeout (15 s), the spool left to the next writer (a
+    writer has no such timeout: a reader that wrote the spool in would wait for the lock)."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    assert cli(*START_A).json["degraded"] is True  # the server is down: spooled
+    down()
+    assert cli("probe", "--json").exit_code == 0  # the schema, and the spool written in
+    assert spooled(isolated) == []
+    pg_server.stop()
+    try:
+        assert cli(*START_B).json["degraded"] is True  # one more spooled write
+    finally:
+        pg_server.start()
+    holder = pg_server.holder(pg_url)
+    try:
+        holder.execute("LOCK TABLE snapshots, events IN ACCESS EXCLUSIVE MODE")
+        read = subprocess.run(
+            [sys.executable, "-m", "voicefallback", "health", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,  # a reader that wrote the spool in would wait on the lock for ever
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert read.returncode == 75 and read.stdout == "", read.stderr
+    assert read.stderr.count("\n") == 1 and PASSWORD not in read.stderr
+    assert len(spooled(isolated)) == 1  # left for the next writer
