@@ -58,6 +58,7 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
         self._book = TurnBook(router, list(llms), "HealthAwareLLM")
         self._llms = dict(llms)
         self._unusable: dict[str, tuple[ErrorKind, str]] = {}
+        self._owns_members = False  # built by from_registry: closed with this LLM
         self.served_by: str | None = None  # the model that answered the latest turn
         for member in self._members():
             member.on("metrics_collected", self._on_metrics_collected)
@@ -85,6 +86,7 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
             members[model_id] = _plugin_llm(model, key)
         built = cls(router, members)
         built._unusable.update(missing)
+        built._owns_members = True
         return built
 
     @property
@@ -126,6 +128,8 @@ class HealthAwareLLM(llm.LLM[Literal["llm_availability_changed", "turn_served"]]
     async def aclose(self) -> None:
         for member in self._members():
             member.off("metrics_collected", self._on_metrics_collected)
+            if self._owns_members:
+                await member.aclose()
         await super().aclose()
 
     # -- inside ------------------------------------------------------------------------------
