@@ -425,8 +425,10 @@ def test_a_database_that_stops_answering_never_hangs_a_route(serve, config_file,
         holder.close()
     assert started.status_code == 200 and started.json()["chosen"] == MINI
     assert started.json()["degraded"] is True
-    # The start found it away already: the read says so at once, not after its 10 s.
-    assert health.status_code == 503 and "no answer within 1 s" in health.json()["error"]
+    # The start found it away (or busy) already: the read says so at once, not after its 10 s.
+    error = health.json()["error"]
+    assert health.status_code == 503
+    assert "no answer within 1 s" in error or "busy for over 1 s" in error
     assert PASSWORD not in health.text
     assert live.status_code == 200
     deadline = time.monotonic() + 30

@@ -3,7 +3,7 @@
 `AsyncSessionRouter` is for voice workers (LiveKit Agents, Pipecat: asyncio programs). It
 never blocks their loop: provider calls are coroutines on it, and state work that could wait
 (a locked SQLite file, a database server) runs on one worker thread of the router's own (see
-store/worker.py). `SessionRouter` is its synchronous twin.
+store/owner.py). `SessionRouter` is its synchronous twin.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,9 +40,8 @@ from voicefallback.sessions import (
     check_body,
     validate_request,
 )
-from voicefallback.store import SessionStore, Store
+from voicefallback.store import Store
 from voicefallback.store.owner import StateOwner
-from voicefallback.store.worker import StoreWorker
 
 log = logging.getLogger("voicefallback")
 T = TypeVar("T")
@@ -75,10 +75,13 @@ class AsyncSessionRouter:
         self.mode = resolve_mode(mode, self.registry, "mode")
         self.db = db_path(db or None)
         self._concurrency = concurrency
-        self._worker = StoreWorker(
-            self.db, threaded=True, connect_timeout_s=self.registry.connect_timeout_s
+        self._owner = StateOwner(
+            self.db,
+            update=apply_probe,
+            threaded=True,
+            connect_timeout_s=self.registry.connect_timeout_s,
         )
-        self._state = _HeldState(self)
+        self._state = _HeldState(self, self._owner)
         self._adapters = Adapters(self.mode, self.registry.key_env_names(), concurrency)
         self._shared = SharedProbes(lambda result: self.record_soon([result]))
         self._refresher: asyncio.Task[None] | None = None
@@ -215,7 +218,7 @@ class AsyncSessionRouter:
     @property
     def owner(self) -> StateOwner:
         """The process's one way into the state: `serve`'s reads and /readyz use it too."""
-        return self._worker.owner
+        return self._owner
 
     async def aclose(self) -> None:
         if self._refresher is not None:
@@ -225,7 +228,7 @@ class AsyncSessionRouter:
         await self._shared.drain(CLOSE_GRACE_S)
         await self._state.drain()
         await self._adapters.aclose()
-        await self._worker.aclose()
+        await self._owner.aclose()
 
     async def __aenter__(self) -> AsyncSessionRouter:
         await self.warm()
@@ -241,7 +244,7 @@ class AsyncSessionRouter:
         while True:
             await asyncio.sleep(REFRESH_S)
             with contextlib.suppress(Exception):  # an unreadable state keeps the last view
-                await self._state.snapshots([m.id for m in self.registry.models])
+                await self._state.refresh()
 
     def _probe_soon(self, model: Model) -> None:
         """A model with no fresh evidence is probed in the background, by the probe round
@@ -268,27 +271,53 @@ CLOSE_GRACE_S = 2.0
 
 
 class _HeldState:
-    """The router's state as a choice sees it: the snapshots last seen (read from the state,
-    with this process's own calls applied at once), and one queue of writes, written in the
-    order they were made (a background probe's row before the report that follows it)."""
+    """The router's state as a choice sees it: the snapshots last read (from the state, with
+    this process's own calls applied at once), and the writes, written in the order made.
 
-    def __init__(self, router: AsyncSessionRouter) -> None:
+    A choice reads the state only when the view is older than REFRESH_S (concurrent choices
+    share that one read): under load, the state's thread serves writes, not a read per start.
+    Writes are handed to the state's thread as they come, in order, without waiting for each
+    other, so a burst of starts costs one pass of the thread, not one pass of the loop each.
+    """
+
+    def __init__(self, router: AsyncSessionRouter, owner: StateOwner) -> None:
         self._router = router
+        self.owner = owner
         self.held: dict[str, Snapshot] = {}
         self.probing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._writes: list[_Write] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._read_at = -REFRESH_S  # monotonic time of the last full read
+        self._reading: asyncio.Future[str | None] | None = None
+        self._writing: asyncio.Future[Any] | None = None  # the latest write handed over
 
     def _limits(self) -> dict[str, Thresholds]:
         return {m.id: m.thresholds for m in self._router.registry.models}
 
     async def snapshots(self, model_ids: Sequence[str]) -> tuple[dict[str, Snapshot], str | None]:
-        found, degraded = await self._router._worker.run_session(lambda s: s.snapshots(model_ids))
-        if degraded:  # out of reach: what was last seen, its age counting as usual
-            return {m: self.held[m] for m in model_ids if m in self.held}, degraded
-        self.held.update(found)
-        return found, None
+        degraded = None
+        if time.monotonic() - self._read_at >= REFRESH_S:
+            degraded = await self.refresh()
+        return {m: self.held[m] for m in model_ids if m in self.held}, degraded
+
+    async def refresh(self) -> str | None:
+        """Read every registered model's snapshot once (shared by concurrent callers). With
+        the state out of reach the view keeps what it last read, its age counting as usual."""
+        if self._reading is None:
+            self._reading = asyncio.ensure_future(self._read())
+        reading = self._reading
+        try:
+            return await asyncio.shield(reading)
+        finally:
+            if reading.done() and self._reading is reading:
+                self._reading = None
+
+    async def _read(self) -> str | None:
+        ids = [m.id for m in self._router.registry.models]
+        found, degraded = await self.owner.snapshots(ids)
+        if not degraded:
+            self.held.update(found)
+            self._read_at = time.monotonic()
+        return degraded
 
     def remember(self, calls: Sequence[ProbeResult]) -> None:
         limits = self._limits()
@@ -299,44 +328,38 @@ class _HeldState:
 
     async def record(self, calls: Sequence[ProbeResult], event: FallbackEvent | None) -> str | None:
         self.remember(calls)
-        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._queue(_Write(list(calls), event, done, self._limits()))
-        return await done
+        written: asyncio.Future[str | None] = self._hand_over(list(calls), event)
+        return await asyncio.shield(written)
 
     def record_soon(self, calls: Sequence[ProbeResult]) -> None:
         self.remember(calls)
-        self._queue(_Write(list(calls), None, None, self._limits()))
+        written = self._hand_over(list(calls), None)
+
+        def said(done: asyncio.Future[str | None]) -> None:
+            lost = None if done.cancelled() else done.result()
+            if lost:
+                log.warning("%d call(s) not recorded: %s", len(calls), lost)
+
+        written.add_done_callback(said)
+
+    def _hand_over(
+        self, calls: list[ProbeResult], event: FallbackEvent | None
+    ) -> asyncio.Future[str | None]:
+        """Start the write now: the owner hands it to its thread in the order asked."""
+        task = asyncio.ensure_future(self.owner.record(calls, self._limits(), event))
+        self._writing = task
+        return task
 
     async def write(self, work: Callable[[Store], T], *, abandon: bool = False) -> T:
-        """Other store work, after the writes queued before it."""
+        """Other store work, after the writes handed over before it."""
         await self.flush()
-        return await self._router._worker.run(work, abandon=abandon)
-
-    def _queue(self, write: _Write) -> None:
-        self._writes.append(write)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_all())
-
-    async def _write_all(self) -> None:
-        while self._writes:
-            write = self._writes.pop(0)
-
-            def record(store: SessionStore, w: _Write = write) -> object:
-                return store.record(w.calls, w.limits, w.event, update=apply_probe)
-
-            try:
-                _, lost = await self._router._worker.run_session(record)
-            except Exception as exc:  # never fails a session: the line says what was lost
-                lost = f"not recorded: {exc}"
-            if write.done is not None and not write.done.done():
-                write.done.set_result(lost)
-            elif lost:
-                log.warning("%d call(s) not recorded: %s", len(write.calls), lost)
+        return await self.owner.run(work, abandon=abandon)
 
     async def flush(self) -> None:
-        """Wait until every write queued so far is written (or given up on)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
+        """Wait until every write handed over so far is written (or given up on)."""
+        writing = self._writing
+        if writing is not None:
+            await asyncio.wait([writing])
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -348,20 +371,6 @@ class _HeldState:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
         await self.flush()
-
-
-class _Write:
-    def __init__(
-        self,
-        calls: list[ProbeResult],
-        event: FallbackEvent | None,
-        done: asyncio.Future[str | None] | None,
-        limits: dict[str, Thresholds],
-    ) -> None:
-        self.calls = calls
-        self.event = event
-        self.done = done
-        self.limits = limits  # the registry's, when the write was made
 
 
 class SessionRouter:

@@ -35,7 +35,7 @@ from voicefallback.selection import (
     passed_over,
 )
 from voicefallback.sessions import CLI_NAMES, StartOutcome, StartRequest, validate_request
-from voicefallback.store.worker import StoreWorker
+from voicefallback.store.owner import StateOwner
 
 
 class SessionState(Protocol):
@@ -132,22 +132,18 @@ class _SharedProbe:
         self.task: asyncio.Future[ProbeResult]
 
 
-class StoreWorkerState:
-    """A one-shot command's state for `route_session`: the store worker's session calls."""
+class CommandState:
+    """A one-shot command's state for `route_session`: its state owner, inline."""
 
-    def __init__(self, worker: StoreWorker, limits: dict[str, Thresholds]) -> None:
-        self._worker = worker
+    def __init__(self, owner: StateOwner, limits: dict[str, Thresholds]) -> None:
+        self._owner = owner
         self._limits = limits
 
     async def snapshots(self, model_ids: Sequence[str]) -> tuple[dict[str, Snapshot], str | None]:
-        return await self._worker.run_session(lambda s: s.snapshots(model_ids))
+        return await self._owner.snapshots(model_ids)
 
     async def record(self, calls: Sequence[ProbeResult], event: FallbackEvent | None) -> str | None:
-        limits = self._limits
-        _, lost = await self._worker.run_session(
-            lambda s: s.record(calls, limits, event, update=apply_probe)
-        )
-        return lost
+        return await self._owner.record(calls, self._limits, event)
 
     def record_soon(self, calls: Sequence[ProbeResult]) -> None:
         raise AssertionError("a one-shot start waits for every call it made")
@@ -163,19 +159,20 @@ async def start_session(
     """What `start` does: choose, make the opening call, record calls and the event."""
     validate_request(registry, request, CLI_NAMES)
     # A database server that stops answering must not hold the session: its calls go to a
-    # thread the start stops waiting for (see StoreWorker). A SQLite file is called inline.
-    worker = StoreWorker(
+    # thread the start stops waiting for (see StateOwner). A SQLite file is called inline.
+    owner = StateOwner(
         db,
+        update=apply_probe,
         threaded=is_database_url(db),
         connect_timeout_s=registry.connect_timeout_s,
         alone=True,
     )
-    state = StoreWorkerState(worker, {m.id: m.thresholds for m in registry.models})
+    state = CommandState(owner, {m.id: m.thresholds for m in registry.models})
     try:
         async with Adapters(mode, registry.key_env_names()) as adapters:
             return await route_session(registry, state, adapters, request, clock=clock)
     finally:
-        await worker.aclose()
+        await owner.aclose()
 
 
 async def route_session(
