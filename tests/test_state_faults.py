@@ -15,6 +15,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,13 +25,16 @@ from tests.pg_server import PASSWORD, PostgresServer, rows
 from voicefallback import AsyncSessionRouter
 from voicefallback.store.schema import SCHEMA_VERSION
 
+pytest_plugins = ["tests.conftest_serve"]
+
 SONNET = "anthropic:claude-3-5-sonnet-latest"
 MINI = "openai:gpt-4o-mini"
 START = ("start", "--simulation-id", "sim-auto", "--primary", SONNET, "--json")
 
 
 class Disk:
-    """A 2 MiB tmpfs: filled to the last byte, made read-only, and given room again."""
+    """A 16 MiB tmpfs (room for SQLite's 4 MB write-ahead log): filled to the last byte,
+    made read-only, and given room again."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -66,7 +70,7 @@ def disk(tmp_path: Path) -> Iterator[Disk]:
     root = tmp_path / "disk"
     root.mkdir()
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(root)],
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(root)],
         capture_output=True,
     )
     if mounted.returncode != 0:
@@ -346,3 +350,42 @@ def test_a_database_going_away_and_back_is_logged_once_each_way(
     assert all(PASSWORD not in line for line in lines)
     events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
     assert events == sorted(["up", "back", *(f"away-{n}" for n in range(5))])
+
+
+# -- `serve` --------------------------------------------------------------------------------
+
+
+def test_serve_on_a_full_disk_answers_starts_says_why_on_readyz_and_logs_once(
+    serve, config_file, disk, isolated
+):
+    db = disk.root / "state.db"
+    server = serve(env={"VOICEFALLBACK_DB": str(db)})
+    body = {"simulationId": "warm", "primary": SONNET}
+    assert server.post("/interviews/start", json=body).status_code == 200
+    assert server.get("/readyz").json()["state"] == "up"
+    mark = len(server.lines)
+    disk.fill()
+    answers = [
+        server.post("/interviews/start", json={"simulationId": f"full-{n}", "primary": SONNET})
+        for n in range(5)
+    ]
+    assert [a.status_code for a in answers] == [200] * 5
+    assert all(a.json()["degraded"] is True and a.json()["chosen"] == MINI for a in answers)
+    ready = server.get("/readyz")
+    assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
+    assert ready.json()["state"] == "away" and str(db) in ready.json()["error"]
+    away = [line for line in server.lines[mark:] if "state away" in line]
+    assert len(away) == 1, server.lines[mark:]
+    assert "Traceback" not in server.stderr
+    disk.free()
+    for _ in range(100):  # tried again every 10 s; a start that comes then writes it all
+        answer = server.post("/interviews/start", json={"simulationId": "after", "primary": SONNET})
+        if "degraded" not in answer.json():
+            break
+        time.sleep(0.2)
+    assert "degraded" not in answer.json()
+    assert server.get("/readyz").json()["state"] == "up"
+    assert server.stop() == 0
+    written = events_in(db)
+    assert sorted(w for w in written if w.startswith("full")) == [f"full-{n}" for n in range(5)]
+    assert integrity(db) == "ok"

@@ -129,7 +129,6 @@ class Outage:
         """A write the state did not take: to the spool, else memory (a long-lived process),
         else nowhere. The one line saying what was not recorded, why, and where it went."""
         what = _what(entry)
-        self._kept = True
         try:
             self.spool.add(entry)
         except StateError as exc:
@@ -139,7 +138,9 @@ class Outage:
                 if len(self._memory) >= MEMORY_LIMIT:
                     return f"{what} not recorded: {why}; lost: {exc}, and memory is full"
                 self._memory.append((time.time(), entry))
+            self._kept = True  # after it is kept: a write_in under way either saw it or not
             return f"{what} not recorded: {why}; kept in memory until it is back ({exc})"
+        self._kept = True
         return f"{what} not recorded: {why}; kept in the spool {self.spool.directory}"
 
     def write_in(self, store: Store, update: SnapshotUpdate) -> int:
