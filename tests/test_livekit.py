@@ -218,3 +218,31 @@ def test_a_missing_key_is_recorded_and_the_next_model_answers(fleet, monkeypatch
     assert got.served_by == OK
     assert fleet.rows() == [(primary, "session", False, "missing_key"), (OK, "session", True, None)]
     assert fleet.asked(primary) == 0
+
+
+def test_a_key_the_provider_repeats_never_reaches_the_state(fleet, monkeypatch):
+    # A wrong key is refused with a message quoting it: the row keeps the kind, not the key.
+    secret = "sk-wrong-0123456789abcdefghijklmnop"
+    monkeypatch.setenv("VF_TEST_OPENAI_KEY", secret)
+    primary = "fake-openai:ttft-5"
+    [got] = asyncio.run(session(fleet, [primary, OK]))
+    assert got.served_by == OK
+    assert (primary, "session", False, "auth") in fleet.rows()
+    assert all(secret not in message for message in fleet.messages())
+    assert any("Incorrect API key" in message for message in fleet.messages())
+
+
+def test_the_serving_models_metrics_reach_the_session(fleet):
+    primary = "fake-openai:status-503"
+    config = fleet.config([primary, OK])
+    metrics: list[Any] = []
+
+    async def run() -> None:
+        async with AsyncSessionRouter(config=config, db=fleet.db) as router:
+            model = HealthAwareLLM.from_registry(router, [primary, OK])
+            model.on("metrics_collected", metrics.append)
+            await turn(model)
+            await model.aclose()
+
+    asyncio.run(run())
+    assert [m.metadata.model_name for m in metrics if m.ttft > 0] == ["ok"]

@@ -217,3 +217,13 @@ def test_a_state_that_cannot_be_written_never_fails_a_turn(fleet):
     (fleet.directory / "state").write_text("not a directory")
     got = session(fleet, ["fake-openai:status-503", OK])
     assert (got.text, got.served_by, got.errors) == (ANSWER, OK, [])
+
+
+def test_a_key_the_provider_repeats_never_reaches_the_state(fleet, monkeypatch):
+    secret = "sk-wrong-0123456789abcdefghijklmnop"
+    monkeypatch.setenv("VF_TEST_OPENAI_KEY", secret)
+    primary = "fake-openai:ttft-5"
+    got = session(fleet, [primary, OK])
+    assert (got.text, got.served_by) == (ANSWER, OK)
+    assert (primary, "session", False, "auth") in fleet.rows()
+    assert all(secret not in message for message in fleet.messages())
