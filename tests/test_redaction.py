@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from voicefallback.redaction import REDACTED, redact, secrets_from_env
+from voicefallback.config import secrets_from_env
+from voicefallback.redaction import REDACTED, redact
 
 
 def test_literal_key_values_are_removed_whatever_their_shape() -> None:

@@ -7,7 +7,7 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,18 @@ def api_key(env_name: str | None) -> str | None:
     if not env_name:
         return None
     return os.environ.get(env_name, "").strip() or None
+
+
+def secrets_from_env(names: Iterable[str | None]) -> list[str]:
+    """The configured keys: each named variable's value as sent (stripped, see config.api_key)
+    and as set (with the whitespace around it), for variables that hold a key."""
+    found: dict[str, None] = {}  # ordered, without repeats
+    for name in names:
+        key = api_key(name)
+        if name and key is not None:
+            found[os.environ[name]] = None
+            found[key] = None
+    return list(found)
 
 
 def resolve_mode(option: str | None, registry: Registry, name: str = "--mode") -> Mode:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable
 
@@ -61,17 +60,3 @@ def refuse_secret(value: str, where: str, secrets: Iterable[str | None]) -> None
             f"{where}: looks like an API key or the bearer token; refused, so it is never "
             "stored or shown (pick another id)"
         )
-
-
-def secrets_from_env(names: Iterable[str | None]) -> list[str]:
-    """The configured keys: each named variable's value as sent (stripped, see config.api_key)
-    and as set (with the whitespace around it), for variables that hold a key."""
-    from voicefallback.config import api_key  # config uses redact(): imported when called
-
-    found: dict[str, None] = {}  # ordered, without repeats
-    for name in names:
-        key = api_key(name)
-        if name and key is not None:
-            found[os.environ[name]] = None
-            found[key] = None
-    return list(found)

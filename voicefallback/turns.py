@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from voicefallback.attempts import Attempt
-from voicefallback.config import Model
+from voicefallback.config import Model, secrets_from_env
 from voicefallback.providers.classify import body_message, describe, one_line, status_failure
 from voicefallback.records import ProbeResult, Status
-from voicefallback.redaction import secrets_from_env
 from voicefallback.selection import turn_order
 
 if TYPE_CHECKING:

@@ -70,10 +70,11 @@ def report(
     Example: voicefallback report openai:gpt-4o-mini --ttft-ms 420 --simulation-id sim-1
     """
     from voicefallback import documents, tables
+    from voicefallback.config import secrets_from_env
     from voicefallback.evidence import record_session, session_result
     from voicefallback.health import apply_probe
     from voicefallback.records import utcnow
-    from voicefallback.redaction import refuse_secret, secrets_from_env
+    from voicefallback.redaction import refuse_secret
     from voicefallback.sessions import CLI_NAMES
     from voicefallback.store.outage import open_writer
 

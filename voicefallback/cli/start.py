@@ -75,7 +75,8 @@ def start(
     import asyncio  # here, not at the top: read-only commands need no event loop
 
     from voicefallback import documents, tables
-    from voicefallback.redaction import refuse_secret, secrets_from_env
+    from voicefallback.config import secrets_from_env
+    from voicefallback.redaction import refuse_secret
     from voicefallback.routing import start_session
     from voicefallback.sessions import CLI_NAMES, build_request, parse_body, validate_request
 

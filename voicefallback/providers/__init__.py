@@ -15,9 +15,9 @@ from dataclasses import replace
 from typing import Protocol
 
 from voicefallback.attempts import Attempt, Runner
-from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider
+from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider, secrets_from_env
 from voicefallback.records import CallKind, Mode, Opening, ProbeResult
-from voicefallback.redaction import redact, secrets_from_env
+from voicefallback.redaction import redact
 
 
 class Adapter(Protocol):

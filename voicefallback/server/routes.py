@@ -15,11 +15,12 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
 from voicefallback import documents
+from voicefallback.config import secrets_from_env
 from voicefallback.documents import EVENTS_PAGE
 from voicefallback.durations import format_span, parse_duration, parse_since
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.records import utcnow
-from voicefallback.redaction import refuse_secret, secrets_from_env
+from voicefallback.redaction import refuse_secret
 from voicefallback.reports import read_board, read_event_page, read_health, read_history
 from voicefallback.server import schemas
 from voicefallback.server.responses import (

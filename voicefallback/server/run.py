@@ -15,10 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from voicefallback.config import display_location
+from voicefallback.config import display_location, secrets_from_env
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.records import iso
-from voicefallback.redaction import redact, secrets_from_env
+from voicefallback.redaction import redact
 from voicefallback.server.app import create_app
 from voicefallback.server.responses import ServeSettings
 
