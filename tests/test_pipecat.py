@@ -120,6 +120,8 @@ def test_the_primarys_late_token_beats_a_slower_hedge(fleet):
 def test_a_failing_primary_moves_on_at_once_and_says_why(fleet, primary, kind):
     got = session(fleet, [primary, OK])
     assert (got.text, got.served_by, got.errors) == (ANSWER, OK, [])
+    ends = got.kinds(LLMFullResponseStartFrame, LLMFullResponseEndFrame)
+    assert ends == ["LLMFullResponseStartFrame", "LLMFullResponseEndFrame"]
     assert sorted(fleet.rows()) == sorted(
         [(primary, "session", False, kind), (OK, "session", True, None)]
     )
@@ -132,6 +134,8 @@ def test_a_failing_primary_moves_on_at_once_and_says_why(fleet, primary, kind):
 def test_a_failure_after_words_were_heard_is_an_error_not_a_second_answer(fleet, primary):
     got = session(fleet, [primary, OK])
     assert got.text == "Hello,"
+    ends = got.kinds(LLMFullResponseStartFrame, LLMFullResponseEndFrame)
+    assert ends == ["LLMFullResponseStartFrame", "LLMFullResponseEndFrame"]
     assert len(got.errors) == 1 and primary in got.errors[0]
     kind = "stalled" if "stall" in primary else "bad_response"
     assert fleet.rows() == [(primary, "session", False, kind)]

@@ -123,22 +123,21 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
         results: list[ProbeResult] = []
         handoffs: dict[str, asyncio.Queue[Frame | None]] = {}
 
-        async def recorded(result: ProbeResult) -> None:
+        def recorded(result: ProbeResult) -> None:
             results.append(result)
             available = self._book.record(result)
             if available is not None:
-                await self._call_event_handler("on_availability_changed", result.model, available)
+                changed = self._call_event_handler(
+                    "on_availability_changed", result.model, available
+                )
+                self._spawn(changed)  # handlers are coroutines; a result arrives in a callback
 
         contenders = []
         for model in self._book.order():
             if model.id in self._members:
                 handoffs[model.id] = asyncio.Queue()
                 contenders.append(Contender(model, self._runner(model, frame, handoffs[model.id])))
-        race = Race(
-            contenders,
-            kind="session",
-            on_result=lambda result: self._spawn(recorded(result)),
-        )
+        race = Race(contenders, kind="session", on_result=recorded)
         forwarded = False
         served: str | None = None
         try:
@@ -183,6 +182,7 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
                     await service.queue_frame(LLMContextFrame(frame.context))
                     while not isinstance(got := await seen.get(), LLMFullResponseEndFrame):
                         if isinstance(got, ErrorFrame):
+                            gates.draining = True  # its response's end is on its way
                             exc = got.exception or RuntimeError(got.error)
                             return failure(attempt, exc)
                         _note(attempt, got)
@@ -203,7 +203,6 @@ class HealthAwareLLMSwitcher(LLMSwitcher[ServiceSwitcherStrategy]):
         return self._gates[self._active] is gates
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Event handlers are coroutines; a result arrives in a plain callback."""
         task = asyncio.get_running_loop().create_task(work)
         self._recording.add(task)
         task.add_done_callback(self._recording.discard)
@@ -216,7 +215,7 @@ class _Gates:
         self.switcher = switcher
         self.attempt: asyncio.Queue[Frame] | None = None  # the attempt now running, if any
         self.interruptions: set[int] = set()  # ids of the interruptions this gate sent
-        self.draining = False  # a cut member's last frames are on their way: dropped
+        self.draining = False  # a failed or cut member's last frames are on their way: dropped
         self.inlet = _Gate(self._inward)
         self.outlet = _Gate(self._outward)
 
@@ -251,7 +250,7 @@ class _Gates:
             self.interruptions.discard(frame.id)
             self.draining = False
         elif self.draining:
-            pass
+            self.draining = not isinstance(frame, LLMFullResponseEndFrame)
         elif self.attempt is not None:
             self.attempt.put_nowait(frame)  # the switcher hands it on if this member wins
         elif self.switcher._is_active(self):
