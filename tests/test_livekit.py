@@ -246,3 +246,27 @@ def test_the_serving_models_metrics_reach_the_session(fleet):
 
     asyncio.run(run())
     assert [m.metadata.model_name for m in metrics if m.ttft > 0] == ["ok"]
+
+
+def test_a_model_another_worker_found_down_is_tried_last(fleet):
+    # Two workers share one state: what one records reaches the other's view (refreshed in
+    # the background), and the other's next turn goes straight to the fallback.
+    primary = "fake-openai:ttft-5"
+    config = fleet.config([primary, OK])
+
+    async def run() -> Turn:
+        async with (
+            AsyncSessionRouter(config=config, db=fleet.db) as here,
+            AsyncSessionRouter(config=config, db=fleet.db) as elsewhere,
+        ):
+            await here.report(primary, ttft_ms=50)
+            assert here.statuses([primary]) == {primary: "healthy"}
+            await elsewhere.report(primary, error="overloaded")
+            async with asyncio.timeout(30):  # a guard against a hang, not a measurement
+                while here.statuses([primary])[primary] != "unhealthy":
+                    await asyncio.sleep(0.05)  # the view's next refresh from the state
+            return await turn(HealthAwareLLM.from_registry(here, [primary, OK]))
+
+    got = asyncio.run(run())
+    assert got.served_by == OK
+    assert fleet.asked(primary) == 0
