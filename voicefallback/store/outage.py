@@ -81,11 +81,11 @@ class Outage:
         broke off failing), an outage keeps the reason it was found by."""
         with self._lock:
             self._retry_at = time.monotonic() + RETRY_AFTER_S
-            if again and self._condition == "away":
+            if again and self._condition in ("away", "back"):
                 return
-            changed = self._condition != "away" or why != self._reason
+            changed = self._condition not in ("away", "back")
             self._condition, self._reason = "away", why
-        if changed and self._announce:
+        if changed and self._announce:  # one line per outage, however its reason evolves
             log.warning("state away: %s; starts go on and keep their writes aside", why)
 
     def busy(self, why: str) -> None:
@@ -107,13 +107,11 @@ class Outage:
 
     def reached(self) -> None:
         """An away state opened again for writing: back, while what was kept aside is
-        written in (`write_in`), then up once the write that reached it is done."""
+        written in (`write_in`); up once the write that reached it is done, away again if
+        it fails (one outage, one line)."""
         with self._lock:
-            if self._condition != "away":
-                return
-            self._condition = "back"
-        if self._announce:
-            log.info("state back: %s; writing in what was kept aside", self.location)
+            if self._condition == "away":
+                self._condition = "back"
 
     def answered(self) -> None:
         """The state took work: up."""
@@ -122,7 +120,7 @@ class Outage:
         with self._lock:
             was = self._condition
             self._condition, self._reason = "up", None
-        if was == "away" and self._announce:
+        if was in ("away", "back") and self._announce:
             log.info("state back: %s", self.location)
 
     def keep(self, entry: SpoolEntry, why: str) -> str:
@@ -168,7 +166,7 @@ class Outage:
                     self._memory = [m for m in self._memory if m[1] is not entry]
             written += 1
         if written and self._announce:
-            log.info("state: %d write(s) kept aside are written in", written)
+            log.info("state: %d write(s) kept aside written in, oldest first", written)
         return written
 
     def forget(self) -> int:

@@ -297,7 +297,7 @@ class StateOwner:
         return store is not None and store.answering(self._wait_s)
 
     def _failed(self, exc: StateError) -> None:
-        again = isinstance(exc, StateUnreachable) and self.outage.condition == "away"
+        again = isinstance(exc, StateUnreachable) and self.outage.condition in ("away", "back")
         if not again:
             self._last_error = exc
         self.outage.went_away(_one_line(exc), again=again)
@@ -351,12 +351,15 @@ class StateOwner:
     def _write(self, entry: SpoolEntry) -> None:
         """What was kept aside first (history stays in order), then this write. A state
         replaced at the path is closed and the one there now used, if it is ours."""
+        stale = self._store is not None  # open: it may no longer be the one at the path
         try:
             self._write_once(entry)
         except StateMoved as exc:
+            if not stale:
+                raise
             self._close()
-            log.warning("%s; opening the state now at the path", _one_line(exc))
             self._write_once(entry)
+            log.warning("%s; writing into the state now at the path", _one_line(exc))
 
     def _write_once(self, entry: SpoolEntry) -> None:
         store = self._open()
