@@ -389,3 +389,30 @@ def test_serve_on_a_full_disk_answers_starts_says_why_on_readyz_and_logs_once(
     written = events_in(db)
     assert sorted(w for w in written if w.startswith("full")) == [f"full-{n}" for n in range(5)]
     assert integrity(db) == "ok"
+
+
+def test_serve_on_a_read_only_state_is_unready_and_its_starts_answer(
+    serve, config_file, disk, isolated
+):
+    """A read-only state (here its filesystem remounted read-only): /readyz says why, 503,
+    before any start fails; starts answer 200, degraded, their writes in the spool; once it
+    is writable again they go in."""
+    db = disk.root / "state.db"
+    server = serve(env={"VOICEFALLBACK_DB": str(db)})
+    assert server.post(
+        "/interviews/start", json={"simulationId": "w", "primary": SONNET}
+    ).is_success
+    server.stop()
+    disk.read_only(True)
+    try:
+        server = serve(env={"VOICEFALLBACK_DB": str(db)})
+        ready = server.get("/readyz")
+        started = server.post("/interviews/start", json={"simulationId": "ro", "primary": SONNET})
+        assert server.stop() == 0
+    finally:
+        disk.read_only(False)
+    assert ready.status_code == 503 and str(db) in ready.json()["error"], ready.text
+    assert "not writable" in ready.json()["error"]
+    assert started.status_code == 200 and started.json()["degraded"] is True
+    assert len(spooled(isolated)) == 1
+    assert "Traceback" not in server.stderr

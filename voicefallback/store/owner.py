@@ -173,10 +173,7 @@ class StateOwner:
         up after that long whatever it does. `read_only` work never opens the state for
         writing (nothing is created): it uses the open state, else a reader of its own.
         """
-        why = self._unusable()
-        if why is not None:
-            error = self._last_error
-            raise (type(error) if error is not None else StateBusy)(why)
+        self._refuse_if_unusable()
         patience = wait_s if wait_s is not None else self._wait_s if abandon else None
         if read_only:
             reading = lambda: self._reading(work)  # noqa: E731
@@ -186,10 +183,7 @@ class StateOwner:
     async def check(self, *, wait_s: float) -> None:
         """Open the state for writing if it is not open yet (that is what a start needs;
         nothing is written), raising its error as `run` does; /readyz asks this."""
-        why = self._unusable()
-        if why is not None:
-            error = self._last_error
-            raise (type(error) if error is not None else StateBusy)(why)
+        self._refuse_if_unusable()
         await self._call(self._open, wait_s, hold_on=False, writes=False)
 
     async def aclose(self) -> None:
@@ -240,6 +234,17 @@ class StateOwner:
                 self._reaching = self._thread.submit(self._reach)
             return self.outage.reason
         return None
+
+    def _refuse_if_unusable(self) -> None:
+        """Work other than a session's fails at once while the state is busy or away, with
+        the error that made it so (its exit code: 75 for an outage, a full disk, a lock)."""
+        why = self._unusable()
+        if why is None:
+            return
+        error = self._last_error
+        if self._busy_until is not None or error is None:
+            raise StateBusy(why)
+        raise type(error)(why)
 
     async def _call(
         self,
