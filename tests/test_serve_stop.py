@@ -17,7 +17,7 @@ import httpx
 
 from tests.conftest import add_setting
 from tests.conftest_serve import ServerProcess
-from tests.pg_server import PostgresServer
+from tests.pg_server import PostgresServer, rows
 
 pytest_plugins = ["tests.conftest_serve"]
 
@@ -61,6 +61,26 @@ def locked_file(db: Path) -> Iterator[None]:
         holder.close()
 
 
+@contextmanager
+def locked_models(pg_server: PostgresServer, pg_url: str) -> Iterator[None]:
+    """Another writer holds every model's snapshot lock: reads go on, a start's write waits."""
+    from voicefallback.store.postgres import _MODEL_LOCKS
+
+    holder = pg_server.holder(pg_url)
+    for model in (
+        "openai:gpt-4o-mini",
+        SONNET,
+        "openai:gpt-4o",
+        "anthropic:claude-3-5-haiku-latest",
+    ):
+        holder.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_MODEL_LOCKS, model))
+    try:
+        yield
+    finally:
+        holder.execute("SELECT pg_advisory_unlock_all()")
+        holder.close()
+
+
 def stop_with_a_start_in_flight(
     server: ServerProcess, stuck: Callable[[], object]
 ) -> tuple[httpx.Response, int, float]:
@@ -92,6 +112,7 @@ def assert_cut_cleanly(answer: httpx.Response, status: int, took: float, stderr:
     assert answer.json() == {"error": "the server is stopping; try again"}
     assert answer.headers["retry-after"] == "1"
     assert "Traceback" not in stderr and "Exception in ASGI" not in stderr, stderr
+    assert "stopping took over" not in stderr, stderr  # ended by itself, not by the last resort
 
 
 def test_sigterm_ends_serve_in_time_with_its_database_hung(
@@ -110,14 +131,35 @@ def test_sigterm_ends_serve_in_time_with_its_database_hung(
     assert_cut_cleanly(answer, status, took, server.stderr)
 
 
-def test_sigterm_ends_serve_in_time_with_its_state_file_locked(
-    serve,
-    config_file,
-    db_file,
+def test_sigterm_ends_serve_in_time_with_its_state_file_locked_and_keeps_the_cut_start(
+    serve, cli, config_file, db_file
 ):
+    """The cut start had made its calls and was waiting to write them: they are kept in the
+    spool, and the next writer puts them in, once."""
     patient(config_file)
     server = serve()
     warm = server.post("/interviews/start", json={"simulationId": "warm", "primary": SONNET})
     assert warm.status_code == 200
     answer, status, took = stop_with_a_start_in_flight(server, lambda: locked_file(db_file))
     assert_cut_cleanly(answer, status, took, server.stderr)
+    assert cli("start", "--simulation-id", "next", "--primary", SONNET).exit_code == 0
+    with sqlite3.connect(db_file) as conn:
+        events = [sim for (sim,) in conn.execute("SELECT simulation_id FROM events ORDER BY id")]
+    assert events == ["warm", "in-flight", "next"]
+
+
+def test_sigterm_ends_serve_in_time_with_its_writes_locked_and_keeps_the_cut_start(
+    serve, cli, config_file, pg_server, pg_url, monkeypatch
+):
+    patient(config_file)
+    monkeypatch.setenv("VOICEFALLBACK_DB", pg_url)
+    server = serve(env={"VOICEFALLBACK_DB": pg_url})
+    warm = server.post("/interviews/start", json={"simulationId": "warm", "primary": SONNET})
+    assert warm.status_code == 200
+    answer, status, took = stop_with_a_start_in_flight(
+        server, lambda: locked_models(pg_server, pg_url)
+    )
+    assert_cut_cleanly(answer, status, took, server.stderr)
+    assert cli("start", "--simulation-id", "next", "--primary", SONNET).exit_code == 0
+    events = sorted(sim for (sim,) in rows(pg_url, "SELECT simulation_id FROM events"))
+    assert events == ["in-flight", "next", "warm"]

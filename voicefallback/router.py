@@ -225,6 +225,7 @@ class AsyncSessionRouter:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await self._owner.stop_waiting()  # writes still queued below end within a second
         await self._shared.drain(CLOSE_GRACE_S)
         await self._state.drain()
         await self._adapters.aclose()

@@ -76,6 +76,8 @@ class StateOwner:
         self._remembered: dict[str, Snapshot] = {}  # a long-lived process's last read
         self._busy_until: Future[None] | None = None  # done once the thread caught up
         self._reaching: Future[None] | None = None  # trying an away state in the background
+        self._stopping = False  # a stop has begun: a session's write waits less (stop_waiting)
+        self._closed = False
 
     # -- what callers see -----------------------------------------------------------------
 
@@ -148,8 +150,15 @@ class StateOwner:
                 return None
             except StateError as exc:
                 why = _one_line(exc)
-        if self._thread is None:
-            return self.outage.keep(entry, why)
+            except asyncio.CancelledError:
+                if self._long_lived:
+                    # Cut by a stop (`serve`'s grace ended): what finished is kept, on the
+                    # loop (one small local file); if the write went in after all, its id
+                    # keeps it once. A command cut by Ctrl-C keeps nothing, as inline.
+                    self.outage.keep(entry, "the process stopped before it was written")
+                raise
+        if self._thread is None or self._closed:
+            return self.outage.keep(entry, why)  # (closed: its spool thread is gone too)
         if self._spooler is None:
             # Local disk only: never queued behind the state's thread, nor the default
             # executor, which a caller's own blocking work may fill.
@@ -186,9 +195,23 @@ class StateOwner:
         self._refuse_if_unusable()
         await self._call(self._open, wait_s, hold_on=False, writes=False)
 
+    async def stop_waiting(self) -> None:
+        """A stop has begun (`serve`'s SIGTERM): from now on a session's write waits for the
+        state at most CLOSE_WAIT_S, and a call stuck on it now (a lock, a hung server) is
+        broken off after that long, so that the writes still queued finish at once, kept
+        aside where they cannot be written. Healthy writes still go in."""
+        self._stopping = True
+        if self._thread is None:
+            return
+        caught_up = asyncio.wrap_future(self._thread.submit(lambda: None))
+        done, _ = await asyncio.wait({caught_up}, timeout=CLOSE_WAIT_S)
+        if not done:
+            self._break_off()
+
     async def aclose(self) -> None:
         """Close the state within about 2 * CLOSE_WAIT_S, whatever it does: a call still
-        stuck on it is broken off."""
+        stuck on it is broken off. What is recorded after it is kept aside."""
+        self._stopping = self._closed = True
         if self._thread is None:
             self._close()
             self.outage.forget()
@@ -212,7 +235,9 @@ class StateOwner:
 
     def _patience(self) -> float | None:
         """How long a session's read or write waits for the thread (inline: no limit)."""
-        return None if self._thread is None else self._wait_s
+        if self._thread is None:
+            return None
+        return min(self._wait_s, CLOSE_WAIT_S) if self._stopping else self._wait_s
 
     def _free_if_caught_up(self) -> None:
         if self._busy_until is not None and self._busy_until.done():
@@ -223,6 +248,8 @@ class StateOwner:
         """Why work should not go to the state now, or None. An away state is tried again
         when its retry is due: by a command itself, by a long-lived process in the
         background (no start waits for it)."""
+        if self._closed:
+            return "the state was closed (the process is stopping)"
         self._free_if_caught_up()
         if self._busy_until is not None:
             return self.outage.reason
