@@ -189,9 +189,7 @@ id = "fake:ttft-200"
         assert conn.execute("SELECT count(*) FROM probes").fetchone() == (1,)
 
 
-def test_a_locked_state_file_never_stalls_the_loop_nor_a_start(
-    config_file, db_file, monkeypatch
-):
+def test_a_locked_state_file_never_stalls_the_loop_nor_a_start(config_file, db_file, monkeypatch):
     """Another process holds the state file's write lock: the start's write waits for it on
     the state's thread while the loop goes on (a voice worker's audio, other sessions); past
     connect_timeout_s the start goes on without it ("busy", its write spooled), and the
