@@ -172,3 +172,12 @@ def test_temporary_files_left_by_a_crash_are_finished_or_removed(state):
         pass
     assert events(state) == ["sim-whole"]
     assert sorted(p.name for p in spool.directory.iterdir()) == [recent.name]
+
+
+def test_a_state_file_has_one_spool_whatever_directory_a_command_runs_in(tmp_path, monkeypatch):
+    (tmp_path / "state").mkdir()
+    monkeypatch.chdir(tmp_path)
+    relative = Spool.for_location(Path("state/state.db"))
+    monkeypatch.chdir(tmp_path / "state")
+    assert Spool.for_location(Path("state.db")).directory == relative.directory
+    assert Spool.for_location(tmp_path / "state" / "state.db").directory == relative.directory

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from voicefallback.config import Thresholds, display_location, user_state_dir
+from voicefallback.config import Thresholds, display_location, is_database_url, user_state_dir
 from voicefallback.errors import StateError
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, iso, parse_iso
 
@@ -62,8 +62,12 @@ class Spool:
 
     @classmethod
     def for_location(cls, location: Path | str) -> Spool:
-        """`<state dir>/spool/<hash of the location, password left out>/`."""
-        key = hashlib.sha256(display_location(location).encode()).hexdigest()[:16]
+        """`<state dir>/spool/<hash of the location, password left out>/`; a file's by its
+        absolute path, so that commands run from any directory find the same spool."""
+        shown = display_location(location)
+        if not is_database_url(location):
+            shown = os.path.abspath(shown)
+        key = hashlib.sha256(shown.encode()).hexdigest()[:16]
         return cls(user_state_dir() / "spool" / key)
 
     def add(self, entry: SpoolEntry) -> None:
