@@ -62,7 +62,8 @@ class Outage:
 
     @property
     def blocked(self) -> bool:
-        """A write now would be lost: the state is away and not even the spool takes writes."""
+        """The state is away and not even the spool takes writes: they are held in memory,
+        lost if the process stops before the state is back."""
         return self._condition == "away" and bool(self._memory)
 
     def due(self) -> bool:
