@@ -23,6 +23,7 @@ from voicefallback.records import (
     Candidate,
     FallbackEvent,
     Mode,
+    Opening,
     ProbeResult,
     Snapshot,
     utcnow,
@@ -199,30 +200,9 @@ async def route_session(
     )
     models = {model_id: registry.require(model_id, "start") for model_id in order}
     snapshots, degraded = await state.snapshots(order)
-    now = clock()
-    verdicts: dict[str, Candidate] = {}
-    for model_id in order:
-        snapshot = snapshots.get(model_id)
-        status = status_of(snapshot, models[model_id].thresholds, now, mode)
-        evidence = snapshot is not None and counts_in(snapshot, mode)
-        verdicts[model_id] = Candidate(
-            model_id, status, snapshot.last_error if snapshot and evidence else None
-        )
-
+    verdicts = _judged(order, models, snapshots, clock(), mode)
     opening = request.opening() if opening_call else None
-    contenders = []
-    for model_id in attempt_order(order, verdicts):
-        model = models[model_id]
-        status = verdicts[model_id].status
-        run: Runner | None = None
-        if opening is not None:
-            run = adapters.runner(model, opening)
-        elif needs_probe(status):
-            run = shared.runner(adapters, model) if shared else adapters.runner(model)
-        # Stale candidates (known once, their evidence expired) are re-checked together: one
-        # after another would cost a budget each. Unknown ones are tried in order, so a start
-        # with nothing to go on calls no further down the order than it needs.
-        contenders.append(Contender(model, run, eager=status == "stale"))
+    contenders = _contenders(order, models, verdicts, adapters, opening, shared)
 
     calls: list[ProbeResult] = []
     decided = False
@@ -266,27 +246,8 @@ async def route_session(
         and verdicts[a.model.id].status in ("healthy", "slow")
         and a.evidence
     }
-    for attempt in race.attempts:
-        ended = attempt.result.result() if attempt.result.done() else None
-        if ended is not None and attempt.evidence:
-            limits = models[ended.model].thresholds
-            snapshot = apply_probe(snapshots.get(ended.model), ended, limits)
-            snapshots[ended.model] = snapshot
-            # Judged at the time of the evidence: a call that just answered is never "stale".
-            status = status_of(snapshot, limits, snapshot.last_checked_at)
-            verdicts[ended.model] = Candidate(ended.model, status, ended.error)
-    chosen_healthy = False
-    if winner is not None:
-        assert chosen is not None
-        if winner.result.done() and winner.result.result() is None:
-            chosen_healthy = verdicts[chosen].status == "healthy"  # on its evidence alone
-        elif opening is None:
-            heard = winner.ms(winner.first_content) or 0
-            chosen_healthy = heard <= models[chosen].thresholds.ttft_budget_ms
-            verdicts[chosen] = Candidate(chosen, "healthy" if chosen_healthy else "slow")
-        else:
-            chosen_healthy = verdicts[chosen].status == "healthy"
-
+    _learn(race.attempts, models, snapshots, verdicts)
+    chosen_healthy = winner is not None and _healthy(winner, verdicts, opening is None)
     choice = Choice(
         chosen, passed_over(order, verdicts, chosen, chosen_healthy), frozenset(failed_at_start)
     )
@@ -327,3 +288,80 @@ async def route_session(
         error=error,
         degraded=degraded,
     )
+
+
+def _judged(
+    order: Sequence[str],
+    models: dict[str, Model],
+    snapshots: dict[str, Snapshot],
+    now: datetime,
+    mode: Mode,
+) -> dict[str, Candidate]:
+    """Each candidate's status and last error on the evidence read (of this mode only)."""
+    verdicts = {}
+    for model_id in order:
+        snapshot = snapshots.get(model_id)
+        status = status_of(snapshot, models[model_id].thresholds, now, mode)
+        evidence = snapshot is not None and counts_in(snapshot, mode)
+        error = snapshot.last_error if snapshot is not None and evidence else None
+        verdicts[model_id] = Candidate(model_id, status, error)
+    return verdicts
+
+
+def _contenders(
+    order: Sequence[str],
+    models: dict[str, Model],
+    verdicts: dict[str, Candidate],
+    adapters: Adapters,
+    opening: Opening | None,
+    shared: SharedProbes | None,
+) -> list[Contender]:
+    """The candidates as the race tries them: each one's opening call (which is its probe),
+    or, without an opening call, a probe of those with no fresh evidence."""
+    contenders = []
+    for model_id in attempt_order(order, verdicts):
+        model = models[model_id]
+        status = verdicts[model_id].status
+        run: Runner | None = None
+        if opening is not None:
+            run = adapters.runner(model, opening)
+        elif needs_probe(status):
+            run = shared.runner(adapters, model) if shared else adapters.runner(model)
+        # Stale candidates (known once, their evidence expired) are re-checked together: one
+        # after another would cost a budget each. Unknown ones are tried in order, so a start
+        # with nothing to go on calls no further down the order than it needs.
+        contenders.append(Contender(model, run, eager=status == "stale"))
+    return contenders
+
+
+def _learn(
+    attempts: Sequence[Attempt],
+    models: dict[str, Model],
+    snapshots: dict[str, Snapshot],
+    verdicts: dict[str, Candidate],
+) -> None:
+    """What this choice's calls say of their models, judged at the time of the evidence (a
+    call that has just answered is never "stale")."""
+    for attempt in attempts:
+        ended = attempt.result.result() if attempt.result.done() else None
+        if ended is None or not attempt.evidence:
+            continue
+        limits = models[ended.model].thresholds
+        snapshot = apply_probe(snapshots.get(ended.model), ended, limits)
+        snapshots[ended.model] = snapshot
+        status = status_of(snapshot, limits, snapshot.last_checked_at)
+        verdicts[ended.model] = Candidate(ended.model, status, ended.error)
+
+
+def _healthy(winner: Attempt, verdicts: dict[str, Candidate], at_first_token: bool) -> bool:
+    """Whether the chosen model counts as healthy (else it was chosen slow). A choice made at
+    a probe's first token is judged on that token's time."""
+    chosen = winner.model.id
+    if winner.result.done() and winner.result.result() is None:
+        return verdicts[chosen].status == "healthy"  # no call: on its evidence alone
+    if at_first_token:
+        heard = winner.ms(winner.first_content) or 0
+        healthy = heard <= winner.model.thresholds.ttft_budget_ms
+        verdicts[chosen] = Candidate(chosen, "healthy" if healthy else "slow")
+        return healthy
+    return verdicts[chosen].status == "healthy"
