@@ -55,9 +55,10 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voicefallback.config import Model, Provider, Thresholds
@@ -868,6 +869,45 @@ class Rig:
         began = time.perf_counter()
         result = self.adapters[kind].probe(self.model(kind, name, timeout_s))
         return result, time.perf_counter() - began
+
+
+def fake_registry_file(
+    path: Path,
+    fake: FakeProvider,
+    names: Sequence[str],
+    *,
+    budget_ms: int,
+    stubs: Mapping[str, str] | None = None,
+) -> Path:
+    """A live-mode models.toml whose models `fake:<name>` are this fake's directives (an
+    OpenAI-compatible provider keyed by KEY_ENV["openai"]); `stubs`: a model's stub table."""
+    models = ""
+    for name in names:
+        stub = f"\nstub = {{ {stubs[name]} }}" if stubs and name in stubs else ""
+        models += f'[[models]]\nid = "fake:{name}"{stub}\n'
+    path.write_text(
+        f"""
+[settings]
+mode = "live"
+timeout_s = 10
+ttft_budget_ms = {budget_ms}
+[providers.fake]
+type = "openai"
+base_url = "{fake.url}/v1"
+api_key_env = "{KEY_ENV["openai"]}"
+{models}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def call_history(db: Path) -> list[tuple[str, str, str | None]]:
+    """Every call in a SQLite state, oldest first: (directive, kind, error)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT model, kind, error FROM probes ORDER BY id").fetchall()
+    return [(model.removeprefix("fake:"), kind, error) for model, kind, error in rows]
 
 
 if __name__ == "__main__":

@@ -6,14 +6,13 @@ Live models are the fake provider's directives (tests/fake_provider.py) through 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
-from tests.fake_provider import KEY_ENV, KEYS, FakeProvider
+from tests.fake_provider import KEY_ENV, KEYS, FakeProvider, fake_registry_file
+from tests.fake_provider import call_history as history
 from voicefallback import AsyncSessionRouter
 
 pytest_plugins = ["tests.conftest_live"]
@@ -26,30 +25,10 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV["openai"], KEYS["openai"])
 
 
-def fake_registry(path: Path, fake: FakeProvider, *names: str, stubs: dict[str, str] = {}) -> Path:  # noqa: B006
-    models = ""
-    for name in names:
-        stub = f"\nstub = {{ {stubs[name]} }}" if name in stubs else ""
-        models += f'[[models]]\nid = "fake:{name}"{stub}\n'
-    return write_config(
-        path,
-        f"""
-[settings]
-mode = "live"
-timeout_s = 10
-ttft_budget_ms = {BUDGET_MS}
-[providers.fake]
-type = "openai"
-base_url = "{fake.url}/v1"
-api_key_env = "{KEY_ENV["openai"]}"
-{models}""",
-    )
-
-
-def history(db: Path) -> list[tuple[str, str, str | None]]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT model, kind, error FROM probes ORDER BY id").fetchall()
-    return [(model.removeprefix("fake:"), kind, error) for model, kind, error in rows]
+def fake_registry(
+    path: Path, fake: FakeProvider, *names: str, stubs: dict[str, str] | None = None
+) -> Path:
+    return fake_registry_file(path, fake, names, budget_ms=BUDGET_MS, stubs=stubs)
 
 
 def test_a_cold_choice_is_made_at_the_first_content_token_and_the_probe_recorded_later(

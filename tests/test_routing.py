@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import write_config
-from tests.fake_provider import KEY_ENV, KEYS, FakeProvider
+from tests.fake_provider import KEY_ENV, KEYS, FakeProvider, fake_registry_file
+from tests.fake_provider import call_history as history
 
 pytest_plugins = ["tests.conftest_live"]
 
@@ -37,26 +36,7 @@ def fake_registry(
 
 
 def registry(path: Path, fake: FakeProvider, *names: str) -> None:
-    models = "".join(f'[[models]]\nid = "fake:{name}"\n' for name in names)
-    write_config(
-        path,
-        f"""
-[settings]
-mode = "live"
-timeout_s = 10
-ttft_budget_ms = {BUDGET_MS}
-[providers.fake]
-type = "openai"
-base_url = "{fake.url}/v1"
-api_key_env = "{KEY_ENV["openai"]}"
-{models}""",
-    )
-
-
-def history(db: Path) -> list[tuple[str, str, str | None]]:
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT model, kind, error FROM probes ORDER BY id").fetchall()
-    return [(model.removeprefix("fake:"), kind, error) for model, kind, error in rows]
+    fake_registry_file(path, fake, names, budget_ms=BUDGET_MS)
 
 
 def test_hanging_unknown_candidates_are_hedged_at_their_budget_and_cut_when_one_answers(
