@@ -339,7 +339,7 @@ class _HeldState:
         def said(done: asyncio.Future[str | None]) -> None:
             lost = None if done.cancelled() else done.result()
             if lost:
-                log.warning("%d call(s) not recorded: %s", len(calls), lost)
+                log.warning("%s", lost)  # the line says what was not recorded, and where
 
         written.add_done_callback(said)
 
