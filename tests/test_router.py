@@ -326,3 +326,19 @@ def test_closing_a_router_while_its_first_start_opens_the_state_leaves_nothing_o
     asyncio.run(scenario())
     info = db_file.stat()
     assert (info.st_dev, info.st_ino) not in statefile._connections  # every connection closed
+
+
+def test_router_refuses_a_simulation_id_that_is_a_configured_key(config_file, db_file, monkeypatch):
+    """Stored and shown as given, so never a key: refused before anything is called or
+    written, as `start` and `serve` refuse it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-live-0123456789abcdefghij")
+    with SessionRouter(config=config_file, db=db_file) as router:
+        for call in (
+            lambda: router.choose("sk-live-0123456789abcdefghij", SONNET),
+            lambda: router.report(SONNET, ttft_ms=5, simulation_id="sk-live-0123456789abcdefghij"),
+        ):
+            with pytest.raises(VoicefallbackError, match="^simulation_id: looks like an API key"):
+                call()
+    assert not db_file.exists() or sqlite3.connect(db_file).execute(
+        "SELECT count(*) FROM probes"
+    ).fetchone() == (0,)

@@ -25,6 +25,7 @@ from voicefallback.config import (
     db_path,
     load_registry,
     resolve_mode,
+    secrets_from_env,
 )
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.evidence import SessionReport, record_session, session_result
@@ -32,6 +33,7 @@ from voicefallback.health import apply_probe, judge, status_of
 from voicefallback.probing import ProbedModel, probe_round
 from voicefallback.providers import Adapters
 from voicefallback.records import FallbackEvent, ProbeResult, Snapshot, Status, utcnow
+from voicefallback.redaction import refuse_secret
 from voicefallback.routing import SharedProbes, route_session
 from voicefallback.sessions import (
     PYTHON_NAMES,
@@ -83,6 +85,7 @@ class AsyncSessionRouter:
         )
         self._state = _HeldState(self, self._owner)
         self._adapters = Adapters(self.mode, self.registry.key_env_names(), concurrency)
+        self._secrets = secrets_from_env(self.registry.key_env_names())
         self._shared = SharedProbes(lambda result: self.record_soon([result]))
         self._refresher: asyncio.Task[None] | None = None
 
@@ -111,6 +114,8 @@ class AsyncSessionRouter:
         )
         registry = self.registry
         validate_request(registry, request, PYTHON_NAMES)
+        # A simulation id is stored and shown as given: one that is a key is refused.
+        refuse_secret(request.simulation_id, "simulation_id", self._secrets)
         return await route_session(
             registry,
             self._state,
@@ -144,6 +149,8 @@ class AsyncSessionRouter:
             names=PYTHON_NAMES,
             mode=self.mode,
         )
+        if simulation_id is not None:
+            refuse_secret(simulation_id, "simulation_id", self._secrets)
         self._state.remember([result])
         return await self._state.write(
             lambda store: record_session(store, registry, result), abandon=True
@@ -213,6 +220,7 @@ class AsyncSessionRouter:
         self._adapters.retire()
         self.registry = registry
         self._adapters = Adapters(self.mode, registry.key_env_names(), self._concurrency)
+        self._secrets = secrets_from_env(registry.key_env_names())
         self._state.spawn(self.warm())  # the new pool's clients, before a session needs them
 
     @property
