@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import write_config
 from tests.fake_provider import KEY_ENV, KEYS, FakeProvider, fake_registry_file
 from tests.fake_provider import call_history as history
-from voicefallback import AsyncSessionRouter
+from voicefallback import AsyncSessionRouter, SessionRouter
 
 pytest_plugins = ["tests.conftest_live"]
 
@@ -205,3 +207,159 @@ asyncio.run(main())
     ).stdout.split()
     assert out == ["False", "True"]
     assert fake_provider.received() == []  # warming makes no call
+
+
+def test_a_choice_that_joins_a_probe_late_times_it_from_when_the_probe_began(
+    tmp_path, fake_provider
+):
+    """The probe of the slow primary (first token at 1.4 s, budget 1 s) is 0.5 s old when a
+    second choice joins it: for that choice too its budget passes at 1 s, so it goes on to
+    the healthy fallback instead of taking the slow model for healthy."""
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ttft-1400", "hang", "ok")
+    config.write_text(
+        config.read_text().replace(f"ttft_budget_ms = {BUDGET_MS}", "ttft_budget_ms = 1000")
+    )
+
+    async def scenario() -> tuple[str | None, str | None]:
+        async with AsyncSessionRouter(config=config, db=tmp_path / "s.db") as router:
+            first = asyncio.ensure_future(router.choose("a", "fake:ttft-1400", ["fake:hang"]))
+            while not fake_provider.received():
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.5)
+            late = await router.choose("b", "fake:ttft-1400", ["fake:ok"])
+            await first
+        return late.chosen, late.reason
+
+    assert asyncio.run(scenario()) == ("fake:ok", "primary_unhealthy")
+
+
+def test_a_router_in_stub_mode_times_a_late_stub_answer_like_start_does(cli, tmp_path):
+    """A stub model whose first token comes at twice its budget, and a fast fallback: the
+    router's choice and `start` both take the fallback, as a live race would."""
+    config = write_config(
+        tmp_path / "m.toml",
+        """
+[settings]
+mode = "stub"
+ttft_budget_ms = 1500
+[providers.p]
+type = "openai"
+api_key_env = "P_KEY"
+[[models]]
+id = "p:slow"
+stub = { latency_ms = 3000 }
+[[models]]
+id = "p:fast"
+stub = { latency_ms = 100 }
+""",
+    )
+    with SessionRouter(config=config, db=tmp_path / "r.db") as router:
+        assert router.choose("s", "p:slow", ["p:fast"]).chosen == "p:fast"
+    started = cli(
+        "start", "--config", str(config), "--db", str(tmp_path / "c.db"),
+        "--simulation-id", "s", "--primary", "p:slow", "--fallback", "p:fast", "--json",
+    )  # fmt: skip
+    assert started.json["chosen"] == "p:fast"
+
+
+def test_of_two_late_stub_answers_the_one_that_arrives_first_wins(cli, tmp_path):
+    """Budget 1.5 s: the primary's first token at 5 s, the fallback's at 3 s after it was
+    started at the primary's budget, so at 4.5 s: the fallback's arrives first, as live."""
+    config = write_config(
+        tmp_path / "m.toml",
+        """
+[settings]
+mode = "stub"
+ttft_budget_ms = 1500
+[providers.p]
+type = "openai"
+api_key_env = "P_KEY"
+[[models]]
+id = "p:a"
+stub = { latency_ms = 5000 }
+[[models]]
+id = "p:b"
+stub = { latency_ms = 3000 }
+""",
+    )
+    started = cli(
+        "start", "--config", str(config), "--db", str(tmp_path / "c.db"),
+        "--simulation-id", "s", "--primary", "p:a", "--fallback", "p:b", "--json",
+    )  # fmt: skip
+    assert started.json["chosen"] == "p:b"
+
+
+def test_a_cancelled_start_still_records_the_calls_that_ended(tmp_path, fake_provider):
+    """The primary's 503 came back at once; the start is then cancelled while the fallback
+    is slow. The 503 is evidence all the same: the next session must not try it first."""
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "status-503", "ttft-3000")
+    db = tmp_path / "s.db"
+
+    async def scenario() -> None:
+        async with AsyncSessionRouter(config=config, db=db) as router:
+            started = asyncio.ensure_future(
+                router.choose("s", "fake:status-503", ["fake:ttft-3000"], opening_call=True)
+            )
+            while len(fake_provider.received()) < 2:
+                await asyncio.sleep(0.01)
+            started.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await started
+
+    asyncio.run(scenario())
+    assert history(db) == [("status-503", "start", "overloaded")]
+
+
+def test_if_older_counts_evidence_of_the_other_mode_as_none(
+    cli, tmp_path, fake_provider, monkeypatch
+):
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "ok")
+    monkeypatch.setenv("VOICEFALLBACK_CONFIG", str(config))
+    monkeypatch.setenv("VOICEFALLBACK_DB", str(tmp_path / "state.db"))
+    assert cli("probe", "--mode", "stub").exit_code == 0
+    live = cli("probe", "--mode", "live", "--if-older", "5m", "--json")
+    assert [r["model"] for r in live.json["results"]] == ["fake:ok"]
+    assert [r.model for r in fake_provider.received()] == ["ok"]
+
+
+def test_closing_a_router_cuts_its_background_probes_instead_of_waiting_them_out(
+    tmp_path, fake_provider
+):
+    """A model that hangs, probed in the background for a turn's view: closing stops it
+    (not evidence: the router stopped, the model did not fail) rather than waiting timeout_s
+    for it and recording a timeout."""
+    config = fake_registry(tmp_path / "m.toml", fake_provider, "hang")
+    db = tmp_path / "s.db"
+
+    async def scenario() -> None:
+        async with AsyncSessionRouter(config=config, db=db) as router:
+            router.statuses(["fake:hang"])  # never checked: probed in the background
+            while not fake_provider.received():
+                await asyncio.sleep(0.01)
+
+    asyncio.run(scenario())
+    assert history(db) == []
+
+
+def test_a_read_of_the_state_never_undoes_a_result_this_process_had_meanwhile(
+    config_file, tmp_path
+):
+    """A choice reads the state (its view is over a second old); while that read is on the
+    state's thread, a turn fails and is recorded. The read, older, must not put the model
+    back to healthy in the view the next turns are ordered by."""
+    from voicefallback.records import ProbeResult, utcnow
+
+    model = "openai:gpt-4o-mini"
+
+    async def scenario() -> str:
+        async with AsyncSessionRouter(config=config_file, db=tmp_path / "s.db") as router:
+            await router.choose("a", model)  # probed: healthy
+            await asyncio.sleep(1.1)  # the view is due a read
+            choosing = asyncio.ensure_future(router.choose("b", "openai:gpt-4o"))
+            await asyncio.sleep(0)  # its read is on the state's thread now
+            failed = ProbeResult(model, False, utcnow(), 5, error="overloaded", kind="session")
+            router.record_soon([replace(failed, stub=True)])
+            await choosing
+            return router.statuses([model])[model]
+
+    assert asyncio.run(scenario()) == "unhealthy"

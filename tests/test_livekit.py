@@ -270,3 +270,28 @@ def test_a_model_another_worker_found_down_is_tried_last(fleet):
     got = asyncio.run(run())
     assert got.served_by == OK
     assert fleet.asked(primary) == 0
+
+
+def test_a_turn_the_caller_interrupts_is_no_evidence_against_its_model(fleet):
+    """A barge-in: AgentSession closes the stream mid-answer. The model that was answering
+    did nothing wrong: no failure is recorded against it, and it stays first."""
+    models = ["fake-openai:ttft-100+tokens-40+gap-50", OK]
+
+    async def scenario() -> dict[str, str]:
+        config = fleet.config(models, budget_ms=300, timeout_s=5)
+        async with AsyncSessionRouter(config=config, db=fleet.db) as router:
+            model = HealthAwareLLM.from_registry(router, models)
+            ctx = llm.ChatContext.empty()
+            ctx.add_message(role="user", content=TURN_PROMPT)
+            heard = ""
+            async with model.chat(chat_ctx=ctx) as stream:
+                async for chunk in stream:
+                    heard += chunk.delta.content or "" if chunk.delta else ""
+                    if len(heard) > 10:
+                        break  # the caller speaks over the agent
+            await model.aclose()
+            return router.statuses(models)
+
+    statuses = asyncio.run(scenario())
+    assert [r for r in fleet.rows() if not r[2]] == []
+    assert statuses[models[0]] != "unhealthy"

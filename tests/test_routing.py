@@ -237,3 +237,51 @@ def test_stale_candidates_ahead_are_rechecked_together_not_one_budget_after_anot
     received = {r.model: r.at for r in fake_provider.received()}
     assert set(received) == {"hang+a", "hang+b", "ttft-50"}
     assert max(received.values()) - min(received.values()) < 5.0  # before any budget passed
+
+
+def test_a_stale_fallback_that_answered_in_time_is_not_blamed_when_the_primary_wins(
+    cli, fake_registry, fake_provider, db_file
+):
+    """Both stale, so both are called at once; the primary answers second, within its
+    budget, and wins by order. The fallback answered in time: nothing is held against it."""
+    registry(fake_registry, fake_provider, "ttft-200", "ttft-20+tokens-20+gap-50")
+    fake_registry.write_text(
+        fake_registry.read_text()
+        .replace(f"ttft_budget_ms = {BUDGET_MS}", "ttft_budget_ms = 1000")
+        .replace("[settings]", "[settings]\nstale_after_s = 0.1")
+    )
+    for model in ("fake:ttft-200", "fake:ttft-20+tokens-20+gap-50"):
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    time.sleep(0.2)  # both snapshots are now stale
+    result = cli(
+        "start", "--simulation-id", "s", "--primary", "fake:ttft-200",
+        "--fallback", "fake:ttft-20+tokens-20+gap-50", "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json["chosen"] == "fake:ttft-200"
+    assert len(fake_provider.received()) == 2  # called together
+    assert history(db_file)[2:] == [("ttft-200", "start", None)]  # nothing against the other
+    health = {m["model"]: m["status"] for m in cli("health", "--json").json["models"]}
+    assert health["fake:ttft-20+tokens-20+gap-50"] != "unhealthy"
+
+
+def test_importing_the_sdk_is_never_charged_to_a_model_called_meanwhile(
+    cli, fake_registry, fake_provider, db_file
+):
+    """Two stale models on one provider, called together by a fresh `start`: the second call
+    waits for the client the first is building, and its budget runs only from its request."""
+    registry(fake_registry, fake_provider, "ttft-100", "ttft-200")
+    fake_registry.write_text(
+        fake_registry.read_text().replace("[settings]", "[settings]\nstale_after_s = 0.1")
+    )
+    for model in ("fake:ttft-100", "fake:ttft-200"):
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    time.sleep(0.2)
+    result = cli(
+        "start", "--simulation-id", "s", "--primary", "fake:ttft-100",
+        "--fallback", "fake:ttft-200", "--json",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.stderr
+    assert [row for row in history(db_file) if row[2] is not None] == []

@@ -81,10 +81,13 @@ class Attempt:
         self.evidence = True  # what it ends with says something about its model
         self.recorded_elsewhere = False  # a view of a call another owner records
         self.on_first_content: Callable[[], None] | None = None
+        self.on_start: Callable[[], None] | None = None
         self.past_budget_declared = False
         self._preparing = False
         self.eager = False  # called beside the next candidate, not before it
         self._turn: asyncio.Future[bool] | None = None
+        self.virtual_start_ms = 0  # when it started on the race's virtual clock (stub mode)
+        self.arrival_ms = 0  # when its late answer arrives on that clock
         self.result: asyncio.Future[ProbeResult | None] = self._loop.create_future()
 
     def preparing(self) -> None:
@@ -97,6 +100,17 @@ class Attempt:
         if self.first_content is None and self._scope is None:
             self.began = time.perf_counter()
             self._began_loop = self._loop.time()
+        self._started()
+
+    def follow_clock(self, other: Attempt) -> None:
+        """Time this attempt by `other`'s clock: a view of a call made by someone else (a
+        shared probe) is as old as that call, however late it joined."""
+        self.began, self._began_loop, self.sent = other.began, other._began_loop, other.sent
+        self._started()
+
+    def _started(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
         if self._preparing:
             self._preparing = False
             if self._race is not None:
@@ -221,15 +235,18 @@ class Attempt:
         starts the next candidate now instead of waiting for the budget to pass."""
         self.past_budget_declared = True
         if self._race is not None:
-            self._race._changed()
+            self._race._passed(self)
 
-    async def my_turn(self) -> bool:
-        """For an answer known to come late (stub mode): True once no other candidate could
-        answer first (it then answers), False if the race gave up on it meanwhile."""
+    async def my_turn(self, ttft_ms: int) -> bool:
+        """For an answer known to come `ttft_ms` after its start, past its budget (stub mode):
+        True once no candidate could answer before it (it then answers), False if the race
+        gave up on it meanwhile. Arrivals are compared on the race's virtual clock, as the
+        calls of a live race would have arrived."""
         if self._race is None:
             return True
         if self.cut:
             return False
+        self.arrival_ms = self.virtual_start_ms + ttft_ms
         self._turn = self._loop.create_future()
         self._race._changed()
         return await self._turn
@@ -315,9 +332,10 @@ class Attempt:
     # -- the race's side -------------------------------------------------------------------
 
     def _give_up(self) -> None:
-        """Cut by the race: another attempt answered first."""
-        # Cut before its own budget passed, it says nothing about its model.
-        self._cut(evidence=self.first_content is not None or not self.within_budget())
+        """Cut by the race: another attempt answered first. Only a model that had not
+        answered when its budget passed is the worse for it (`over_budget`); one cut within
+        its budget, or after it had answered, says nothing against its model."""
+        self._cut(evidence=self.first_content is None and not self.within_budget())
 
     def abandon(self) -> None:
         """Cut for a reason that is not its model's (the process is stopping): no evidence."""
@@ -365,6 +383,7 @@ class Race:
         self._tasks: set[asyncio.Task[ProbeResult]] = set()
         self._winner: Attempt | None = None
         self._wake: asyncio.Event | None = None
+        self._virtual_ms = 0  # stub mode: how far the budgets declared passed have moved time
 
     def others_could_serve(self, attempt: Attempt) -> bool:
         """Whether a candidate other than `attempt` might still answer: one not tried yet, or
@@ -405,10 +424,11 @@ class Race:
             await asyncio.wait(list(self._tasks))
 
     async def aclose(self) -> None:
-        """Cut everything still running and wait for it to end."""
+        """Cut everything still running and wait for it to end. The caller is done with the
+        race (a turn closed, a barge-in, a start cancelled): no evidence against anyone."""
         self._waiting.clear()
         for attempt in list(self._running):
-            attempt._give_up()
+            attempt.abandon()
         await self.settle()
 
     # -- inside ------------------------------------------------------------------------------
@@ -416,6 +436,7 @@ class Race:
     def _launch(self, contender: Contender) -> None:
         attempt = Attempt(contender.model, self._kind, self, stub=self._stub)
         attempt.eager = contender.eager
+        attempt.virtual_start_ms = self._virtual_ms
         self.attempts.append(attempt)
         if contender.run is None:  # known usable: answers at once, without a call
             attempt.first_content = attempt.began
@@ -441,6 +462,12 @@ class Race:
             self._on_result(result)
         for other in self._running:
             other._rearm()  # whether another could still serve has changed
+        self._changed()
+
+    def _passed(self, attempt: Attempt) -> None:
+        """`attempt` declared its budget passed: the race's virtual clock is at least there."""
+        budget_ms = attempt.model.thresholds.ttft_budget_ms
+        self._virtual_ms = max(self._virtual_ms, attempt.virtual_start_ms + budget_ms)
         self._changed()
 
     def _changed(self) -> None:
@@ -470,14 +497,15 @@ class Race:
         winner._rearm()
 
     def _grant_turn(self) -> None:
-        """When nothing else could answer first, the earliest attempt known to answer late
-        (stub mode) answers."""
+        """When nothing else could answer first, of the attempts known to answer late (stub
+        mode) the one whose answer arrives first on the virtual clock answers."""
         if self._waiting or any(a._turn is None and not a.cut for a in self._running):
             return
-        for attempt in self._running:
-            if attempt._turn is not None and not attempt._turn.done():
-                attempt._turn.set_result(True)
-                return
+        late = [a for a in self._running if a._turn is not None and not a._turn.done()]
+        if late:
+            first = min(late, key=lambda a: a.arrival_ms)  # ties: the earlier candidate
+            assert first._turn is not None
+            first._turn.set_result(True)
 
 
 def _answered(attempt: Attempt) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from voicefallback.config import DEFAULT_CONCURRENCY, Model, Registry
-from voicefallback.health import apply_probe, status_of
+from voicefallback.health import apply_probe, counts_in, status_of
 from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.providers import Adapters
 from voicefallback.records import Mode, ProbeResult, Snapshot, Status, utcnow
@@ -94,8 +94,13 @@ async def probe_round(
         )
         if if_older_s is not None:
             cutoff = utcnow() - timedelta(seconds=if_older_s)
+            # Evidence of the other mode is none (a stub probe says nothing of a live model).
             models = [
-                m for m in models if m.id not in before or before[m.id].last_checked_at <= cutoff
+                m
+                for m in models
+                if m.id not in before
+                or before[m.id].last_checked_at <= cutoff
+                or not counts_in(before[m.id], adapters.mode)
             ]
             if not models:
                 return []

@@ -235,7 +235,7 @@ class AsyncSessionRouter:
                 await self._refresher
         await self._owner.stop_waiting()  # writes still queued below end within a second
         await self._shared.drain(CLOSE_GRACE_S)
-        await self._state.drain()
+        await self._state.drain(CLOSE_GRACE_S)
         await self._adapters.aclose()
         await self._owner.aclose()
 
@@ -324,7 +324,11 @@ class _HeldState:
         ids = [m.id for m in self._router.registry.models]
         found, degraded = await self.owner.snapshots(ids)
         if not degraded:
-            self.held.update(found)
+            for model_id, snapshot in found.items():
+                held = self.held.get(model_id)
+                # This process's own calls since the read began are newer: they stay.
+                if held is None or snapshot.last_checked_at >= held.last_checked_at:
+                    self.held[model_id] = snapshot
             self._read_at = time.monotonic()
         return degraded
 
@@ -375,8 +379,13 @@ class _HeldState:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Let background probes end (bounded by their own limits), then the writes."""
+    async def drain(self, grace_s: float) -> None:
+        """Let background probes end for up to `grace_s` (what they finish is recorded), cut
+        the rest, then let the writes end."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        for task in list(self._tasks):
+            task.cancel()  # a probe round cut short still records what finished
         while self._tasks:
             await asyncio.wait(list(self._tasks))
         await self.flush()

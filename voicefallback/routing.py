@@ -9,6 +9,7 @@ The first content token within the rules decides; every call made is recorded on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -71,14 +72,23 @@ class SharedProbes:
         self._inflight: dict[str, _SharedProbe] = {}
 
     def runner(self, adapters: Adapters, model: Model) -> Runner:
+        if adapters.mode == "stub":
+            # Stub calls cost nothing and answer at once: each race makes its own, so that a
+            # late stub answer is timed against the race's other candidates as a live one is.
+            return adapters.runner(model)
+
         async def follow(view: Attempt) -> ProbeResult:
             view.recorded_elsewhere = True
+            view.preparing()  # its clock is the probe's, which may still be building a client
             probe = self._inflight.get(model.id) or self._launch(adapters, model)
             probe.followers += 1
             try:
+                await probe.started.wait()
+                view.follow_clock(probe.attempt)
                 async with view.deadline():
                     await probe.heard.wait()
                     if probe.attempt.first_content is not None:
+                        view.sent = probe.attempt.sent
                         view.content()
                         # Decided on its first content: the rest is the probe's own business.
                         return view.success()
@@ -108,12 +118,14 @@ class SharedProbes:
         attempt = adapters.attempt(model, "probe")
         probe = _SharedProbe(attempt)
         attempt.on_first_content = probe.heard.set
+        attempt.on_start = probe.started.set
         self._inflight[model.id] = probe
 
         async def run() -> ProbeResult:
             try:
                 result = await adapters.probe(model, attempt)
             finally:
+                probe.started.set()
                 probe.heard.set()
                 if self._inflight.get(model.id) is probe:
                     del self._inflight[model.id]
@@ -128,6 +140,7 @@ class SharedProbes:
 class _SharedProbe:
     def __init__(self, attempt: Attempt) -> None:
         self.attempt = attempt
+        self.started = asyncio.Event()  # its client is built and its clock runs, or it ended
         self.heard = asyncio.Event()  # its first content arrived, or it ended
         self.followers = 0
         self.task: asyncio.Future[ProbeResult]
@@ -233,7 +246,12 @@ async def route_session(
         if opening is not None:
             await race.settle()  # the other attempts were cut: they end at once
     except BaseException:
-        await asyncio.shield(race.aclose())
+        # Cut short (cancelled, interrupted): nothing more is decided, but every call that
+        # ended is evidence, recorded as in any start.
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(race.aclose())
+            if calls:
+                await asyncio.shield(state.record(list(calls), None))
         raise
 
     chosen = winner.model.id if winner is not None else None

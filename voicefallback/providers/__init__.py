@@ -102,6 +102,7 @@ class Adapters:
         attempt.preparing()
         try:
             adapter = await self.for_model(model)
+            await adapter.prepare()  # built by another call that asked first: wait for it here
             async with self._slots:
                 await self._turn()
                 attempt.start_clock()  # building the client and waiting a turn are not its time

@@ -58,7 +58,7 @@ class StubAdapter:
         kind = attempt.kind
         if not stub.error and ttft > budget_ms and ttft <= limit_ms:
             attempt.declare_past_budget()
-            if not await attempt.my_turn():
+            if not await attempt.my_turn(ttft):
                 return ProbeResult(
                     model=model.id,
                     ok=False,
