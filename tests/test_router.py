@@ -337,7 +337,7 @@ def test_router_refuses_a_simulation_id_that_is_a_configured_key(config_file, db
             lambda: router.choose("sk-live-0123456789abcdefghij", SONNET),
             lambda: router.report(SONNET, ttft_ms=5, simulation_id="sk-live-0123456789abcdefghij"),
         ):
-            with pytest.raises(VoicefallbackError, match="^simulation_id: looks like an API key"):
+            with pytest.raises(VoicefallbackError, match=r"^simulation_id: looks like an API key"):
                 call()
     assert not db_file.exists() or sqlite3.connect(db_file).execute(
         "SELECT count(*) FROM probes"
