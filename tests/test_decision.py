@@ -33,6 +33,18 @@ def fake_registry(
     return fake_registry_file(path, fake, names, budget_ms=BUDGET_MS, stubs=stubs)
 
 
+def stub_registry(path: Path, **latency_ms: int) -> Path:
+    """A stub-mode registry (budget 1500 ms) of models `p:<name>` answering after the given
+    milliseconds."""
+    models = "".join(
+        f'[[models]]\nid = "p:{name}"\nstub = {{ latency_ms = {ms} }}\n'
+        for name, ms in latency_ms.items()
+    )
+    settings = '[settings]\nmode = "stub"\nttft_budget_ms = 1500\n'
+    provider = '[providers.p]\ntype = "openai"\napi_key_env = "P_KEY"\n'
+    return write_config(path, settings + provider + models)
+
+
 def test_a_cold_choice_is_made_at_the_first_content_token_and_the_probe_recorded_later(
     tmp_path, fake_provider
 ):
@@ -236,23 +248,7 @@ def test_a_choice_that_joins_a_probe_late_times_it_from_when_the_probe_began(
 def test_a_router_in_stub_mode_times_a_late_stub_answer_like_start_does(cli, tmp_path):
     """A stub model whose first token comes at twice its budget, and a fast fallback: the
     router's choice and `start` both take the fallback, as a live race would."""
-    config = write_config(
-        tmp_path / "m.toml",
-        """
-[settings]
-mode = "stub"
-ttft_budget_ms = 1500
-[providers.p]
-type = "openai"
-api_key_env = "P_KEY"
-[[models]]
-id = "p:slow"
-stub = { latency_ms = 3000 }
-[[models]]
-id = "p:fast"
-stub = { latency_ms = 100 }
-""",
-    )
+    config = stub_registry(tmp_path / "m.toml", slow=3000, fast=100)
     with SessionRouter(config=config, db=tmp_path / "r.db") as router:
         assert router.choose("s", "p:slow", ["p:fast"]).chosen == "p:fast"
     started = cli(
@@ -265,23 +261,7 @@ stub = { latency_ms = 100 }
 def test_of_two_late_stub_answers_the_one_that_arrives_first_wins(cli, tmp_path):
     """Budget 1.5 s: the primary's first token at 5 s, the fallback's at 3 s after it was
     started at the primary's budget, so at 4.5 s: the fallback's arrives first, as live."""
-    config = write_config(
-        tmp_path / "m.toml",
-        """
-[settings]
-mode = "stub"
-ttft_budget_ms = 1500
-[providers.p]
-type = "openai"
-api_key_env = "P_KEY"
-[[models]]
-id = "p:a"
-stub = { latency_ms = 5000 }
-[[models]]
-id = "p:b"
-stub = { latency_ms = 3000 }
-""",
-    )
+    config = stub_registry(tmp_path / "m.toml", a=5000, b=3000)
     started = cli(
         "start", "--config", str(config), "--db", str(tmp_path / "c.db"),
         "--simulation-id", "s", "--primary", "p:a", "--fallback", "p:b", "--json",
