@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-# README "Health": every failure is one of these kinds. `over_budget`: no first token within
-# ttft_budget_ms on the start path (abandoned); `stalled`: a real session's stream stopped
-# mid-answer (only reported by a voice worker).
+# README "Health": every failure is one of these kinds. `over_budget`: on a session's path, no
+# first token within ttft_budget_ms and another model answered first (the call was cut);
+# `stalled`: on a session's path, content began and then stopped for longer than the budget.
 ErrorKind = Literal[
     "timeout",
     "connection",

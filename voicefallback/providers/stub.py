@@ -17,7 +17,7 @@ _MESSAGES: dict[ErrorKind, str] = {
     "bad_request": "stub: HTTP 400 bad request",
     "bad_response": "stub: stream ended early",
     "missing_key": "stub: API key variable is not set",
-    "over_budget": "stub: no first token within the budget (abandoned)",
+    "over_budget": "stub: no first token within the budget (cut)",
     "stalled": "stub: the stream stopped mid-answer",
 }
 _STATUS: dict[ErrorKind, int] = {
