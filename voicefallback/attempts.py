@@ -382,7 +382,7 @@ class Race:
         self._running: list[Attempt] = []
         self._tasks: set[asyncio.Task[ProbeResult]] = set()
         self._winner: Attempt | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake: asyncio.Future[None] | None = None  # what `run` waits on
         self._virtual_ms = 0  # stub mode: how far the budgets declared passed have moved time
 
     def others_could_serve(self, attempt: Attempt) -> bool:
@@ -393,7 +393,6 @@ class Race:
         return any(a is not attempt and not a.cut for a in self._running)
 
     async def run(self) -> Attempt | None:
-        self._wake = asyncio.Event()
         if self._winner is not None and self._winner.result.done():
             ended = self._winner.result.result()
             if ended is None or ended.ok:
@@ -410,13 +409,15 @@ class Race:
             if not self._running:
                 return None
             self._grant_turn()
-            timeout = None
+            loop = asyncio.get_running_loop()
+            self._wake = loop.create_future()
             ends = [end for a in fresh if (end := a.budget_ends()) is not None]
-            if ends:
-                timeout = max(0.0, min(ends) - asyncio.get_running_loop().time())
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            timer = loop.call_at(min(ends), _wake_up, self._wake) if ends else None
+            try:
+                await self._wake  # something changed, or the earliest budget passed
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     async def settle(self) -> None:
         """Wait until every attempt started has ended (the cut ones end at once)."""
@@ -474,7 +475,7 @@ class Race:
         """Something happened (content, an end, a budget declared passed): decide again."""
         self._decide()
         if self._wake is not None:
-            self._wake.set()
+            _wake_up(self._wake)
 
     def _decide(self) -> None:
         """The winner, in the candidates' order: the first that answered, once no candidate
@@ -506,6 +507,11 @@ class Race:
             first = min(late, key=lambda a: a.arrival_ms)  # ties: the earlier candidate
             assert first._turn is not None
             first._turn.set_result(True)
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _answered(attempt: Attempt) -> bool:
