@@ -285,8 +285,9 @@ class _HeldState:
 
     A choice reads the state only when the view is older than REFRESH_S (concurrent choices
     share that one read): under load, the state's thread serves writes, not a read per start.
-    Writes are handed to the state's thread as they come, in order, without waiting for each
-    other, so a burst of starts costs one pass of the thread, not one pass of the loop each.
+    A start's own record is awaited in place; background writes (`record_soon`) are handed
+    over as tasks, and whatever is written after one of them waits for it first, so the
+    state's one thread takes them in the order they were made.
     """
 
     def __init__(self, router: AsyncSessionRouter, owner: StateOwner) -> None:
