@@ -283,7 +283,7 @@ def test_well_formed_base_urls_are_accepted(cli, url):
 def test_an_empty_or_relative_home_falls_back_to_the_accounts_home(home, monkeypatch):
     import pwd
 
-    from voicefallback.config import db_path, user_config_dir
+    from voicefallback.environment import db_path, user_config_dir
 
     monkeypatch.setenv("HOME", home)
     monkeypatch.delenv("XDG_CONFIG_HOME")
@@ -294,7 +294,7 @@ def test_an_empty_or_relative_home_falls_back_to_the_accounts_home(home, monkeyp
 
 
 def test_relative_xdg_directories_are_ignored(isolated, monkeypatch):
-    from voicefallback.config import user_config_dir, user_state_dir
+    from voicefallback.environment import user_config_dir, user_state_dir
 
     monkeypatch.setenv("XDG_CONFIG_HOME", "cfg")
     monkeypatch.setenv("XDG_STATE_HOME", "")
@@ -319,6 +319,6 @@ def test_relative_xdg_directories_are_ignored(isolated, monkeypatch):
     ],
 )
 def test_a_state_url_is_shown_as_given_without_its_password(url, shown):
-    from voicefallback.config import display_location
+    from voicefallback.environment import display_location
 
     assert display_location(url) == shown

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voicefallback.config import secrets_from_env
+from voicefallback.environment import secrets_from_env
 from voicefallback.redaction import REDACTED, redact
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from voicefallback.config import Thresholds, config_path, load_registry
+from voicefallback.config import Thresholds, load_registry
+from voicefallback.environment import config_path
 from voicefallback.health import apply_probe
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, TtftBucket, utcnow
 from voicefallback.reports import BoardRow, ModelHealth, SuccessRate, status_board

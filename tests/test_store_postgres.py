@@ -254,7 +254,7 @@ def test_documents_keep_their_shape_in_json(cli, state):
 
 
 def test_state_paths_and_urls_are_told_apart():
-    from voicefallback.config import db_path, display_location
+    from voicefallback.environment import db_path, display_location
 
     url = f"postgresql://vf:{PASSWORD}@db.example:5433/vf?sslmode=require&password=x"
     assert db_path(url) == url

@@ -9,7 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from voicefallback.config import Model, Registry, api_key, display_location
+from voicefallback.config import Model, Registry
+from voicefallback.environment import api_key, display_location
 from voicefallback.records import FallbackEvent, ProbeResult, StatusChange, iso
 
 if TYPE_CHECKING:

@@ -23,9 +23,10 @@ from livekit.agents.types import (
 from livekit.plugins import anthropic as lk_anthropic
 from livekit.plugins import openai as lk_openai
 
-from voicefallback.attempts import Attempt, Contender, Race, Runner
+from voicefallback.attempts import Attempt, Runner
 from voicefallback.config import Model
 from voicefallback.providers.live import read_key
+from voicefallback.race import Contender, Race
 from voicefallback.records import ErrorKind, ProbeResult
 from voicefallback.turns import TurnBook, TurnServed, failure, failures
 

@@ -36,9 +36,10 @@ from pipecat.pipeline.service_switcher import ServiceSwitcherStrategy
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
 
-from voicefallback.attempts import Attempt, Contender, Race, Runner
+from voicefallback.attempts import Attempt, Runner
 from voicefallback.config import Model
 from voicefallback.providers.live import read_key
+from voicefallback.race import Contender, Race
 from voicefallback.records import ProbeResult
 from voicefallback.turns import TurnBook, TurnServed, failure, failures
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from voicefallback.config import Registry, display_location
+from voicefallback.config import Registry
 from voicefallback.durations import MAX_DAYS
+from voicefallback.environment import display_location
 from voicefallback.errors import InputError, PartlyWritten, StateError, VoicefallbackError
 from voicefallback.records import utcnow
 from voicefallback.store import Store, open_store

@@ -21,12 +21,10 @@ from voicefallback.config import (
     Model,
     Registry,
     Thresholds,
-    config_path,
-    db_path,
     load_registry,
     resolve_mode,
-    secrets_from_env,
 )
+from voicefallback.environment import config_path, db_path, secrets_from_env
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.evidence import SessionReport, record_session, session_result
 from voicefallback.health import apply_probe, judge, status_of

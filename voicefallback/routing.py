@@ -1,7 +1,7 @@
 """`start`'s decision: judge the candidates, race them by the attempt rules, record why.
 
 The decision that prevents dead air must not cause it (README "Choosing a model"). Candidates
-are tried in `attempt_order` as a `Race` (attempts.py): healthy ones need no probe; stale or
+are tried in `attempt_order` as a `Race` (race.py): healthy ones need no probe; stale or
 unknown ones are called just in time, and with an opening call to make, that call is the probe.
 The first content token within the rules decides; every call made is recorded once.
 """
@@ -16,10 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
-from voicefallback.attempts import Attempt, Contender, Race, Runner
-from voicefallback.config import Model, Registry, Thresholds, is_database_url
+from voicefallback.attempts import Attempt, Runner
+from voicefallback.config import Model, Registry, Thresholds
+from voicefallback.environment import is_database_url
 from voicefallback.health import apply_probe, counts_in, needs_probe, status_of
 from voicefallback.providers import Adapters
+from voicefallback.race import Contender, Race
 from voicefallback.records import (
     Candidate,
     FallbackEvent,
@@ -99,7 +101,7 @@ class SharedProbes:
             finally:
                 probe.followers -= 1
                 if probe.followers == 0 and probe.attempt.first_content is None:
-                    probe.attempt._give_up()  # no one waits for it any more
+                    probe.attempt.lose()  # no one waits for it any more
 
         return follow
 

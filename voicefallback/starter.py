@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from voicefallback.config import CONFIG_ENV, user_config_dir
+from voicefallback.environment import CONFIG_ENV, user_config_dir
 from voicefallback.errors import InputError
 
 STARTER_TOML = """\

@@ -12,8 +12,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from voicefallback.config import display_location, is_database_url
 from voicefallback.durations import format_age, format_span
+from voicefallback.environment import display_location, is_database_url
 from voicefallback.records import ProbeResult, parse_iso
 from voicefallback.redaction import redact
 

@@ -1,7 +1,7 @@
 """What the voice-framework bindings share about a turn: its order, its failures, its records.
 
 Both `voicefallback.livekit` and `voicefallback.pipecat` run each turn as a `Race` of the
-attempt rules (voicefallback/attempts.py); this module holds the bookkeeping around it, so the
+attempt rules (voicefallback/race.py); this module holds the bookkeeping around it, so the
 two bindings order, classify and record alike. It imports no framework and no SDK.
 """
 
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from voicefallback.attempts import Attempt
-from voicefallback.config import Model, secrets_from_env
+from voicefallback.config import Model
+from voicefallback.environment import secrets_from_env
 from voicefallback.providers.classify import body_message, describe, one_line, status_failure
 from voicefallback.records import ProbeResult, Status
 from voicefallback.selection import turn_order

@@ -15,8 +15,9 @@ from voicefallback.cli.common import (
     domain_errors,
     registry_from,
 )
-from voicefallback.config import db_path, is_database_url, resolve_mode
+from voicefallback.config import resolve_mode
 from voicefallback.documents import print_json
+from voicefallback.environment import db_path, is_database_url
 
 
 @app.command()

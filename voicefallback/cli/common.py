@@ -12,7 +12,8 @@ import typer
 from typer.core import TyperGroup
 
 from voicefallback import __version__
-from voicefallback.config import Model, Registry, config_path, load_registry
+from voicefallback.config import Model, Registry, load_registry
+from voicefallback.environment import config_path
 from voicefallback.errors import VoicefallbackError
 from voicefallback.tables import print_error, print_notice
 

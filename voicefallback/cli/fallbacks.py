@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 import typer
 
 from voicefallback.cli.common import ConfigOption, DbOption, JsonOption, app, domain_errors
-from voicefallback.config import db_path
 from voicefallback.documents import EVENTS_PAGE, print_json
+from voicefallback.environment import db_path
 
 
 @app.command()

@@ -21,9 +21,10 @@ from voicefallback.cli.common import (
     registry_from,
     select_with,
 )
-from voicefallback.config import db_path, resolve_mode
+from voicefallback.config import resolve_mode
 from voicefallback.documents import print_json
 from voicefallback.durations import format_span
+from voicefallback.environment import db_path
 from voicefallback.errors import InputError
 from voicefallback.stats import DEFAULT_WINDOW_CALLS, DEFAULT_WINDOW_SPAN_S
 

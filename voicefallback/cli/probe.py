@@ -24,18 +24,9 @@ from voicefallback.cli.common import (
     gate_failed,
     select_with,
 )
-from voicefallback.config import (
-    DEFAULT_CONCURRENCY,
-    Model,
-    Registry,
-    config_path,
-    db_path,
-    display_location,
-    file_stamp,
-    load_registry,
-    resolve_mode,
-)
+from voicefallback.config import DEFAULT_CONCURRENCY, Model, Registry, load_registry, resolve_mode
 from voicefallback.documents import print_json
+from voicefallback.environment import config_path, db_path, display_location, file_stamp
 from voicefallback.errors import InputError, ProbeBusy, VoicefallbackError
 from voicefallback.locking import DEFAULT_WAIT_S
 from voicefallback.records import Mode

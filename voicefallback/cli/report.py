@@ -14,8 +14,9 @@ from voicefallback.cli.common import (
     domain_errors,
     registry_from,
 )
-from voicefallback.config import db_path, resolve_mode
+from voicefallback.config import resolve_mode
 from voicefallback.documents import print_json
+from voicefallback.environment import db_path
 
 
 @app.command()
@@ -70,7 +71,7 @@ def report(
     Example: voicefallback report openai:gpt-4o-mini --ttft-ms 420 --simulation-id sim-1
     """
     from voicefallback import documents, tables
-    from voicefallback.config import secrets_from_env
+    from voicefallback.environment import secrets_from_env
     from voicefallback.evidence import record_session, session_result
     from voicefallback.health import apply_probe
     from voicefallback.records import utcnow

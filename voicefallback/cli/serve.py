@@ -8,13 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from voicefallback.cli.common import ConfigOption, DbOption, ModeOption, app, domain_errors
-from voicefallback.config import (
-    config_path,
-    db_path,
-    is_database_url,
-    load_registry,
-    resolve_mode,
-)
+from voicefallback.config import load_registry, resolve_mode
+from voicefallback.environment import config_path, db_path, is_database_url
 from voicefallback.errors import InputError, Terminated
 
 MISSING_EXTRA = "serve needs the web extra: pip install 'voicefallback[serve]'"

@@ -17,8 +17,9 @@ from voicefallback.cli.common import (
     domain_errors,
     registry_from,
 )
-from voicefallback.config import db_path, resolve_mode
+from voicefallback.config import resolve_mode
 from voicefallback.documents import print_json
+from voicefallback.environment import db_path
 from voicefallback.errors import InputError
 from voicefallback.tables import print_error
 
@@ -75,7 +76,7 @@ def start(
     import asyncio  # here, not at the top: read-only commands need no event loop
 
     from voicefallback import documents, tables
-    from voicefallback.config import secrets_from_env
+    from voicefallback.environment import secrets_from_env
     from voicefallback.redaction import refuse_secret
     from voicefallback.routing import start_session
     from voicefallback.sessions import CLI_NAMES, build_request, parse_body, validate_request

@@ -49,12 +49,8 @@ def copy(
     Example: voicefallback state copy --from state.db --to postgresql://vf@db.internal/vf
     """
     from voicefallback import documents, tables
-    from voicefallback.config import (
-        DEFAULT_CONNECT_TIMEOUT_S,
-        config_path,
-        db_path,
-        load_registry,
-    )
+    from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, load_registry
+    from voicefallback.environment import config_path, db_path
     from voicefallback.store.copy import copy_state
 
     with domain_errors():

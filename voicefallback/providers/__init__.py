@@ -15,7 +15,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from voicefallback.attempts import Attempt, Runner
-from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider, secrets_from_env
+from voicefallback.config import DEFAULT_CONCURRENCY, Model, Provider
+from voicefallback.environment import secrets_from_env
 from voicefallback.records import CallKind, Mode, Opening, ProbeResult
 from voicefallback.redaction import redact
 

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from voicefallback.attempts import Attempt
-from voicefallback.config import Model, Provider, api_key
+from voicefallback.config import Model, Provider
+from voicefallback.environment import api_key
 from voicefallback.providers.classify import (
     Failure,
     Incomplete,

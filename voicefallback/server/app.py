@@ -20,7 +20,8 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from voicefallback import __version__
-from voicefallback.config import file_stamp, load_registry
+from voicefallback.config import load_registry
+from voicefallback.environment import file_stamp
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.server.responses import ServeSettings, error_response, one_line
 

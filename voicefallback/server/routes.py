@@ -15,9 +15,9 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
 
 from voicefallback import documents
-from voicefallback.config import secrets_from_env
 from voicefallback.documents import EVENTS_PAGE
 from voicefallback.durations import format_span, parse_duration, parse_since
+from voicefallback.environment import secrets_from_env
 from voicefallback.errors import InputError, StateUnreachable, VoicefallbackError
 from voicefallback.records import utcnow
 from voicefallback.redaction import refuse_secret

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from voicefallback.config import display_location, secrets_from_env
+from voicefallback.environment import display_location, secrets_from_env
 from voicefallback.errors import InputError, VoicefallbackError
 from voicefallback.records import iso
 from voicefallback.redaction import redact

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, is_database_url
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S
+from voicefallback.environment import is_database_url
 from voicefallback.errors import StateError
 from voicefallback.store.base import SessionStore, SnapshotUpdate, Store
 from voicefallback.store.schema import APPLICATION_ID, SCHEMA_VERSION

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicefallback.config import display_location
+from voicefallback.environment import display_location
 from voicefallback.errors import InputError
 from voicefallback.store import open_store
 from voicefallback.store.schema import CONTENT

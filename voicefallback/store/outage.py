@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from voicefallback.config import display_location
+from voicefallback.environment import display_location
 from voicefallback.errors import StateError
 from voicefallback.store.base import SnapshotUpdate, Store
 from voicefallback.store.spool import Spool, SpoolEntry, mtime

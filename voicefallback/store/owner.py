@@ -11,7 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Thresholds, display_location
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, Thresholds
+from voicefallback.environment import display_location
 from voicefallback.errors import StateBusy, StateError, StateMoved, StateUnreachable
 from voicefallback.records import FallbackEvent, ProbeResult, Snapshot
 from voicefallback.store import Store, open_store

@@ -20,7 +20,8 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S, display_location
+from voicefallback.config import DEFAULT_CONNECT_TIMEOUT_S
+from voicefallback.environment import display_location
 from voicefallback.errors import ProbeBusy, StateBusy, StateError, StateUnreachable
 from voicefallback.records import iso, utcnow
 from voicefallback.redaction import redact

@@ -25,7 +25,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from voicefallback.config import Thresholds, display_location, is_database_url, user_state_dir
+from voicefallback.config import Thresholds
+from voicefallback.environment import display_location, is_database_url, user_state_dir
 from voicefallback.errors import StateError
 from voicefallback.records import Candidate, FallbackEvent, ProbeResult, iso, parse_iso
 
