@@ -35,8 +35,21 @@ def fake_registry(
     yield config_file
 
 
-def registry(path: Path, fake: FakeProvider, *names: str) -> None:
-    fake_registry_file(path, fake, names, budget_ms=BUDGET_MS)
+def registry(path: Path, fake: FakeProvider, *names: str, budget_ms: int = BUDGET_MS) -> None:
+    fake_registry_file(path, fake, names, budget_ms=budget_ms)
+
+
+def known_healthy(cli, *models: str) -> None:
+    """Evidence from real sessions that each model answered in 100 ms."""
+    for model in models:
+        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+
+
+def known_then_stale(cli, config: Path, *models: str) -> None:
+    """Each model known healthy, and that evidence expired since (stale_after_s = 0.1)."""
+    config.write_text(config.read_text().replace("[settings]", "[settings]\nstale_after_s = 0.1"))
+    known_healthy(cli, *models)
+    time.sleep(0.2)  # every snapshot is now stale
 
 
 def test_hanging_unknown_candidates_are_hedged_at_their_budget_and_cut_when_one_answers(
@@ -110,8 +123,7 @@ def test_the_late_answer_of_a_hedged_primary_beats_a_slower_fallback(
     """Hedged, not abandoned: the primary keeps going beside the fallback, and its first token
     (just past the budget) arrives before the fallback's."""
     registry(fake_registry, fake_provider, "ttft-450", "ttft-900")
-    for model in ("fake:ttft-450", "fake:ttft-900"):
-        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    known_healthy(cli, "fake:ttft-450", "fake:ttft-900")
     result = cli("start", "--simulation-id", "s", "--primary", "fake:ttft-450", "--json")
 
     assert result.exit_code == 0, result.stderr
@@ -128,8 +140,7 @@ def test_a_stream_that_stalls_mid_answer_is_given_up_on_after_the_budget(
 ):
     """Not after timeout_s (10 s here): another candidate could still serve."""
     registry(fake_registry, fake_provider, "stall-mid-stream", "ttft-50")
-    for model in ("fake:stall-mid-stream", "fake:ttft-50"):
-        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    known_healthy(cli, "fake:stall-mid-stream", "fake:ttft-50")
     result = cli("start", "--simulation-id", "s", "--primary", "fake:stall-mid-stream", "--json")
 
     assert result.exit_code == 0, result.stderr
@@ -146,8 +157,7 @@ def test_an_opening_call_with_no_first_token_in_budget_is_hedged_by_the_next_can
 ):
     """Both are known healthy from real sessions; the primary's opening call is too slow."""
     registry(fake_registry, fake_provider, "ttft-900", "ttft-50")
-    for model in ("fake:ttft-900", "fake:ttft-50"):
-        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
+    known_healthy(cli, "fake:ttft-900", "fake:ttft-50")
     result = cli("start", "--simulation-id", "s", "--primary", "fake:ttft-900", "--json")
 
     assert result.exit_code == 0, result.stderr
@@ -169,7 +179,7 @@ def test_the_only_candidate_keeps_timeout_s_for_its_opening_call(
     cli, fake_registry, fake_provider, db_file
 ):
     registry(fake_registry, fake_provider, "ttft-600")
-    assert cli("report", "fake:ttft-600", "--ttft-ms", "100").exit_code == 0
+    known_healthy(cli, "fake:ttft-600")
     model = "fake:ttft-600"
     result = cli("start", "--simulation-id", "s", "--primary", model, "--fallback", model, "--json")
     assert result.exit_code == 0, result.stderr
@@ -221,15 +231,8 @@ def test_stale_candidates_ahead_are_rechecked_together_not_one_budget_after_anot
 ):
     """Known once, their evidence expired: calling them one after another would cost the
     caller a budget each. Budgets here are 5 s: all three calls leave well within the first."""
-    registry(fake_registry, fake_provider, "hang+a", "hang+b", "ttft-50")
-    fake_registry.write_text(
-        fake_registry.read_text()
-        .replace(f"ttft_budget_ms = {BUDGET_MS}", "ttft_budget_ms = 5000")
-        .replace("[settings]", "[settings]\nstale_after_s = 0.1")
-    )
-    for model in ("fake:hang+a", "fake:hang+b", "fake:ttft-50"):
-        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
-    time.sleep(0.2)  # every snapshot is now stale
+    registry(fake_registry, fake_provider, "hang+a", "hang+b", "ttft-50", budget_ms=5000)
+    known_then_stale(cli, fake_registry, "fake:hang+a", "fake:hang+b", "fake:ttft-50")
     result = cli("start", "--simulation-id", "s", "--primary", "fake:hang+a", "--json")
 
     assert result.exit_code == 0, result.stderr
@@ -244,15 +247,8 @@ def test_a_stale_fallback_that_answered_in_time_is_not_blamed_when_the_primary_w
 ):
     """Both stale, so both are called at once; the primary answers second, within its
     budget, and wins by order. The fallback answered in time: nothing is held against it."""
-    registry(fake_registry, fake_provider, "ttft-200", "ttft-20+tokens-20+gap-50")
-    fake_registry.write_text(
-        fake_registry.read_text()
-        .replace(f"ttft_budget_ms = {BUDGET_MS}", "ttft_budget_ms = 1000")
-        .replace("[settings]", "[settings]\nstale_after_s = 0.1")
-    )
-    for model in ("fake:ttft-200", "fake:ttft-20+tokens-20+gap-50"):
-        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
-    time.sleep(0.2)  # both snapshots are now stale
+    registry(fake_registry, fake_provider, "ttft-200", "ttft-20+tokens-20+gap-50", budget_ms=1000)
+    known_then_stale(cli, fake_registry, "fake:ttft-200", "fake:ttft-20+tokens-20+gap-50")
     result = cli(
         "start", "--simulation-id", "s", "--primary", "fake:ttft-200",
         "--fallback", "fake:ttft-20+tokens-20+gap-50", "--json",
@@ -272,12 +268,7 @@ def test_importing_the_sdk_is_never_charged_to_a_model_called_meanwhile(
     """Two stale models on one provider, called together by a fresh `start`: the second call
     waits for the client the first is building, and its budget runs only from its request."""
     registry(fake_registry, fake_provider, "ttft-100", "ttft-200")
-    fake_registry.write_text(
-        fake_registry.read_text().replace("[settings]", "[settings]\nstale_after_s = 0.1")
-    )
-    for model in ("fake:ttft-100", "fake:ttft-200"):
-        assert cli("report", model, "--ttft-ms", "100").exit_code == 0
-    time.sleep(0.2)
+    known_then_stale(cli, fake_registry, "fake:ttft-100", "fake:ttft-200")
     result = cli(
         "start", "--simulation-id", "s", "--primary", "fake:ttft-100",
         "--fallback", "fake:ttft-200", "--json",
