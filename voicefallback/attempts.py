@@ -148,11 +148,9 @@ class Attempt:
         """Anything else arrived (a role-only delta, usage, a ping): not content."""
         self.last_event = time.perf_counter()
 
-    def responded(self, sent: float | None = None) -> None:
-        """The response headers arrived; `sent` is when the request left, if known."""
+    def responded(self) -> None:
+        """The response headers arrived (when the request left is stamped by the HTTP hook)."""
         self.headers = True
-        if sent is not None:
-            self.sent = sent
 
     def tokens(self, input_tokens: object, output_tokens: object) -> None:
         if isinstance(input_tokens, int):
